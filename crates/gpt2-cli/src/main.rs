@@ -1,0 +1,61 @@
+//! `gpt2`: run OpenAI's GPT-2 from the terminal.
+//!
+//! Each subcommand lives in its own module under `cmd/`, with its clap
+//! arguments next to the code that runs it.
+
+mod cmd;
+
+use std::io::{self, Write};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// GPT-2 in Rust: generate text, score it, tokenize it, and convert or inspect
+/// OpenAI's released weights.
+#[derive(Parser)]
+#[command(name = "gpt2", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Encode text into GPT-2 token ids.
+    Tokenize(cmd::tokenize::Args),
+    /// Decode GPT-2 token ids back into text.
+    Detokenize(cmd::detokenize::Args),
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Tokenize(args) => cmd::tokenize::run(args),
+        Command::Detokenize(args) => cmd::detokenize::run(args),
+    }
+}
+
+fn main() -> ExitCode {
+    // clap prints usage errors itself and exits with code 2.
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) if is_broken_pipe(&err) => ExitCode::SUCCESS,
+        Err(err) => {
+            let mut stderr = io::stderr().lock();
+            let _ = writeln!(stderr, "error: {err}");
+            for cause in err.chain().skip(1) {
+                let _ = writeln!(stderr, "  caused by: {cause}");
+            }
+            ExitCode::from(cmd::exit_code(&err))
+        }
+    }
+}
+
+/// A closed stdout (`gpt2 generate ... | head`) is not an error worth reporting.
+fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        cause
+            .downcast_ref::<io::Error>()
+            .is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe)
+    })
+}

@@ -1,0 +1,1 @@
+//! Model downloads (work in progress).

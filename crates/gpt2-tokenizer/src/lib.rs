@@ -1,0 +1,1 @@
+//! GPT-2's byte-level BPE tokenizer (work in progress).
