@@ -1,0 +1,25 @@
+//! Text generation: sampling strategies and the token stream.
+//!
+//! - [`SamplingParams`] / [`Sampler`]: greedy, temperature, top-k, top-p (nucleus), min-p and the CTRL
+//!   repetition penalty, applied to one logits vector, with a seeded, portable RNG owned by the sampler.
+//! - [`StopMatcher`]: stop strings, including ones that span token boundaries (text that could be the
+//!   start of a stop string is held back until it is known not to be).
+//! - [`Generation`]: the token stream over any [`LanguageModel`] — prefill, then one token per
+//!   `next()`, each with its text piece, log-prob and optional alternatives; stops at
+//!   `<|endoftext|>`, a stop string, `max_new_tokens` or a full context.
+
+mod params;
+mod sampler;
+mod stop;
+mod stream;
+
+pub use params::{SamplingError, SamplingParams};
+pub use sampler::{
+    apply_repetition_penalty, argmax, log_softmax, log_sum_exp, sampling_distribution,
+    softmax_with_temperature, top_ids, Candidate, Sample, Sampler,
+};
+pub use stop::StopMatcher;
+pub use stream::{
+    ContextOverflow, FinishReason, GenerateError, GenerateOptions, GeneratedToken, Generation,
+    LanguageModel,
+};

@@ -1,0 +1,605 @@
+//! Token-by-token generation: the [`Generation`] iterator.
+
+use gpt2_tokenizer::{StreamDecoder, Tokenizer};
+
+use super::params::{SamplingError, SamplingParams};
+use super::sampler::{Candidate, Sampler};
+use super::stop::StopMatcher;
+
+/// What generation needs from a language model: the logits of the next token, given a context
+/// that grows one token at a time (a KV cache behind the scenes).
+///
+/// The GPT-2 model of this crate implements it (see the crate docs); tests implement it with
+/// small fakes.
+pub trait LanguageModel {
+    /// The model's error type.
+    type Error: std::error::Error + Send + Sync + 'static;
+    /// The context length: how many positions the model can attend to.
+    fn n_ctx(&self) -> usize;
+    /// Forgets any cached context, runs `ids` (1 ≤ len ≤ `n_ctx`) and returns the logits
+    /// `[vocab]` predicting the token after the last one.
+    fn prefill(&mut self, ids: &[u32]) -> Result<Vec<f32>, Self::Error>;
+    /// Appends one token to the cached context (whose length stays ≤ `n_ctx`) and returns the
+    /// logits predicting the token after it.
+    fn step(&mut self, id: u32) -> Result<Vec<f32>, Self::Error>;
+}
+
+/// What to do when the context (prompt + generated tokens) outgrows the model's `n_ctx`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ContextOverflow {
+    /// A prompt longer than `n_ctx` is an error; generation stops (finish reason
+    /// [`FinishReason::Length`]) when the context is full.
+    #[default]
+    Error,
+    /// Keep only the most recent `n_ctx` tokens: the model sees a sliding window (its cache is
+    /// recomputed for each new window, which costs a prefill per token once the context is full).
+    Slide,
+}
+
+/// Why a generation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FinishReason {
+    /// `max_new_tokens` were generated, or the context is full (with [`ContextOverflow::Error`]).
+    Length,
+    /// The model produced `<|endoftext|>`.
+    Eos,
+    /// A stop string appeared.
+    Stop,
+}
+
+impl FinishReason {
+    /// `"length"`, `"eos"` or `"stop"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FinishReason::Length => "length",
+            FinishReason::Eos => "eos",
+            FinishReason::Stop => "stop",
+        }
+    }
+}
+
+impl std::fmt::Display for FinishReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Options of a generation (besides the sampling parameters).
+#[derive(Debug, Clone, PartialEq)]
+pub struct GenerateOptions {
+    /// How the next token is chosen.
+    pub sampling: SamplingParams,
+    /// At most this many new tokens.
+    pub max_new_tokens: usize,
+    /// The end-of-text token id (`<|endoftext|>`, 50256 for GPT-2), or `None` for no such token.
+    pub eos_token: Option<u32>,
+    /// Stop when the model produces `eos_token` (default). When false it is decoded like any
+    /// other token (as `<|endoftext|>`) and generation goes on.
+    pub stop_at_eos: bool,
+    /// Strings that end the generation; the stop string and what follows are not part of the text.
+    pub stop_strings: Vec<String>,
+    /// Report this many most likely alternatives (model probabilities) with every token.
+    pub top_n: usize,
+    /// What to do when the context is full.
+    pub context_overflow: ContextOverflow,
+    /// ChaCha stream of the sampler's RNG: use `i` for the i-th of several samples with one seed.
+    pub stream: u64,
+}
+
+impl Default for GenerateOptions {
+    /// 50 new tokens with the default [`SamplingParams`], stopping at `<|endoftext|>` (50256).
+    fn default() -> Self {
+        GenerateOptions {
+            sampling: SamplingParams::default(),
+            max_new_tokens: 50,
+            eos_token: Some(gpt2_tokenizer::END_OF_TEXT),
+            stop_at_eos: true,
+            stop_strings: Vec::new(),
+            top_n: 0,
+            context_overflow: ContextOverflow::Error,
+            stream: 0,
+        }
+    }
+}
+
+/// Why a generation could not start or go on.
+#[derive(Debug, thiserror::Error)]
+pub enum GenerateError {
+    /// A sampling parameter is invalid.
+    #[error(transparent)]
+    Sampling(#[from] SamplingError),
+    /// The prompt has no tokens.
+    #[error(
+        "the prompt is empty: give at least one token \
+         (for unconditional text, start from <|endoftext|>, id 50256)"
+    )]
+    EmptyPrompt,
+    /// The prompt does not fit in the context.
+    #[error(
+        "the prompt is {prompt} tokens but the model's context holds at most {n_ctx}: \
+         remove at least {} tokens, or let the oldest tokens slide out of the window",
+        prompt - n_ctx
+    )]
+    PromptTooLong {
+        /// Prompt length in tokens.
+        prompt: usize,
+        /// The model's context length.
+        n_ctx: usize,
+    },
+    /// The model failed.
+    #[error("the model failed")]
+    Model(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// A generated token could not be decoded (an id outside the tokenizer's vocabulary).
+    #[error("cannot decode generated token {id}")]
+    Decode {
+        /// The token id.
+        id: u32,
+        /// The tokenizer's error.
+        #[source]
+        source: gpt2_tokenizer::Error,
+    },
+}
+
+/// One generated token.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GeneratedToken {
+    /// The token id (an `<|endoftext|>` that ends the generation is reported too).
+    pub id: u32,
+    /// The text to show now: whole UTF-8 characters only, and nothing that could be the start of a
+    /// stop string (that text comes with a later token, or never if the stop string completes).
+    /// May be empty. Concatenating every token's `text` gives the generation's full text.
+    pub text: String,
+    /// Natural log-probability of this token under the unmodified model distribution
+    /// (`log_softmax` of the raw logits: before repetition penalty, temperature and filters).
+    pub logprob: f32,
+    /// This token's probability in the distribution it was drawn from (1 for greedy decoding).
+    pub sampling_prob: f32,
+    /// The [`GenerateOptions::top_n`] most likely tokens under the model, most likely first.
+    pub alternatives: Vec<Candidate>,
+    /// `Some` on the last token: why generation ended.
+    pub finish_reason: Option<FinishReason>,
+}
+
+/// A running generation: an iterator over the new tokens.
+///
+/// Created by [`Generation::new`], which runs the prompt through the model (the prefill); each call to
+/// `next` runs one decode step and draws one token. Drop it to stop early; after the last token
+/// (the one with a `finish_reason`) it returns `None`.
+///
+/// ```
+/// use gpt2_model::generate::{GenerateOptions, Generation, LanguageModel, SamplingParams, FinishReason};
+/// # struct Toy; impl LanguageModel for Toy { type Error = std::convert::Infallible;
+/// #   fn n_ctx(&self) -> usize { 64 }
+/// #   fn prefill(&mut self, ids: &[u32]) -> Result<Vec<f32>, Self::Error> { self.step(*ids.last().unwrap()) }
+/// #   fn step(&mut self, id: u32) -> Result<Vec<f32>, Self::Error> {
+/// #     let mut l = vec![0.0; 50257]; l[(id as usize + 1) % 50257] = 10.0; Ok(l) } }
+/// let tokenizer = gpt2_tokenizer::Tokenizer::gpt2();
+/// let mut model = Toy; // any LanguageModel, e.g. a loaded GPT-2's session
+/// let options = GenerateOptions { sampling: SamplingParams::greedy(), max_new_tokens: 3, ..Default::default() };
+/// let mut text = String::new();
+/// for token in Generation::new(&mut model, &tokenizer, &[40], options)? {
+///     let token = token?;
+///     text += &token.text;
+///     if let Some(reason) = token.finish_reason {
+///         assert_eq!(reason, FinishReason::Length);
+///     }
+/// }
+/// assert_eq!(text, tokenizer.decode(&[41, 42, 43])?);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct Generation<'a, M: LanguageModel> {
+    model: &'a mut M,
+    decoder: StreamDecoder<'a>,
+    sampler: Sampler,
+    stop: StopMatcher,
+    options: GenerateOptions,
+    /// Prompt (possibly cut to the window) and generated tokens.
+    context: Vec<u32>,
+    prompt_len: usize,
+    generated: Vec<u32>,
+    /// Logits for the next token, when computed.
+    logits: Option<Vec<f32>>,
+    /// A generated token not yet fed to the model (fed lazily, at the next `next`).
+    unfed: Option<u32>,
+    /// How many context tokens the model's cache holds now.
+    in_model: usize,
+    finish: Option<FinishReason>,
+}
+
+impl<'a, M: LanguageModel> Generation<'a, M> {
+    /// Validates the options and runs the prompt through the model.
+    ///
+    /// # Errors
+    /// Invalid sampling parameters, an empty prompt, a prompt longer than the context (with
+    /// [`ContextOverflow::Error`]), or a model failure.
+    pub fn new(
+        model: &'a mut M,
+        tokenizer: &'a Tokenizer,
+        prompt: &[u32],
+        options: GenerateOptions,
+    ) -> Result<Self, GenerateError> {
+        let sampler = Sampler::with_stream(options.sampling, options.stream)?;
+        if prompt.is_empty() {
+            return Err(GenerateError::EmptyPrompt);
+        }
+        let n_ctx = model.n_ctx();
+        let window = match options.context_overflow {
+            ContextOverflow::Error if prompt.len() > n_ctx => {
+                return Err(GenerateError::PromptTooLong {
+                    prompt: prompt.len(),
+                    n_ctx,
+                })
+            }
+            _ => &prompt[prompt.len().saturating_sub(n_ctx)..],
+        };
+        let logits = model.prefill(window).map_err(model_error)?;
+        Ok(Generation {
+            decoder: tokenizer.stream_decoder(),
+            sampler,
+            stop: StopMatcher::new(options.stop_strings.iter().cloned()),
+            context: window.to_vec(),
+            prompt_len: window.len(),
+            generated: Vec::new(),
+            logits: Some(logits),
+            unfed: None,
+            in_model: window.len(),
+            finish: None,
+            options,
+            model,
+        })
+    }
+
+    /// The prompt tokens the model saw (the last `n_ctx` of the prompt with [`ContextOverflow::Slide`]).
+    pub fn prompt(&self) -> &[u32] {
+        &self.context[..self.prompt_len]
+    }
+
+    /// The tokens generated so far.
+    pub fn generated(&self) -> &[u32] {
+        &self.generated
+    }
+
+    /// Why the generation ended, once it has.
+    pub fn finish_reason(&self) -> Option<FinishReason> {
+        self.finish
+    }
+
+    /// Logits for the next token: feeds the last generated token first if needed.
+    fn next_logits(&mut self) -> Result<Vec<f32>, GenerateError> {
+        if let Some(logits) = self.logits.take() {
+            return Ok(logits);
+        }
+        let n_ctx = self.model.n_ctx();
+        let id = self.unfed.take().unwrap_or_default();
+        if self.in_model < n_ctx {
+            self.in_model += 1;
+            self.model.step(id).map_err(model_error)
+        } else {
+            // Slide: the most recent n_ctx tokens (the new one included).
+            let window = &self.context[self.context.len() - n_ctx..];
+            self.in_model = window.len();
+            self.model.prefill(window).map_err(model_error)
+        }
+    }
+
+    fn advance(&mut self) -> Result<GeneratedToken, GenerateError> {
+        let logits = self.next_logits()?;
+        let sample = self
+            .sampler
+            .sample(&logits, &self.context, self.options.top_n)?;
+        let id = sample.token.id;
+        self.context.push(id);
+        self.generated.push(id);
+
+        let is_eos = self.options.stop_at_eos && Some(id) == self.options.eos_token;
+        let mut text = String::new();
+        let mut finish = None;
+        if is_eos {
+            finish = Some(FinishReason::Eos);
+        } else {
+            let piece = self
+                .decoder
+                .push(id)
+                .map_err(|source| GenerateError::Decode { id, source })?;
+            let (shown, stopped) = self.stop.push(&piece);
+            text = shown;
+            if stopped {
+                finish = Some(FinishReason::Stop);
+            }
+        }
+        if finish.is_none() {
+            let context_full = self.context.len() >= self.model.n_ctx()
+                && self.options.context_overflow == ContextOverflow::Error;
+            if self.generated.len() >= self.options.max_new_tokens || context_full {
+                finish = Some(FinishReason::Length);
+            }
+        }
+        if matches!(finish, Some(FinishReason::Length | FinishReason::Eos)) {
+            // Release what the decoder and the stop matcher held back; a stop string can still
+            // complete in the decoder's last bytes.
+            let (shown, stopped) = self.stop.push(&self.decoder.finish());
+            text.push_str(&shown);
+            if stopped {
+                finish = Some(FinishReason::Stop);
+            } else {
+                text.push_str(&self.stop.finish());
+            }
+        }
+        self.finish = finish;
+        if finish.is_none() {
+            self.unfed = Some(id);
+        }
+        Ok(GeneratedToken {
+            id,
+            text,
+            logprob: sample.token.logprob,
+            sampling_prob: sample.token.sampling_prob,
+            alternatives: sample.alternatives,
+            finish_reason: finish,
+        })
+    }
+}
+
+fn model_error<E: std::error::Error + Send + Sync + 'static>(err: E) -> GenerateError {
+    GenerateError::Model(Box::new(err))
+}
+
+impl<M: LanguageModel> Iterator for Generation<'_, M> {
+    type Item = Result<GeneratedToken, GenerateError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.finish.is_some() {
+            return None;
+        }
+        if self.options.max_new_tokens == 0 {
+            self.finish = Some(FinishReason::Length);
+            return None;
+        }
+        let result = self.advance();
+        if result.is_err() {
+            // An error ends the generation; the reason stays the most honest one available.
+            self.finish = Some(FinishReason::Length);
+        }
+        Some(result)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A fake model: the next token is `table(last token)` with logit 10, everything else 0.
+    /// Records how it was called.
+    struct Fake {
+        n_ctx: usize,
+        next: fn(u32) -> u32,
+        calls: Vec<String>,
+        cached: usize,
+    }
+
+    impl Fake {
+        fn new(n_ctx: usize, next: fn(u32) -> u32) -> Self {
+            Fake {
+                n_ctx,
+                next,
+                calls: Vec::new(),
+                cached: 0,
+            }
+        }
+        fn logits(&self, last: u32) -> Vec<f32> {
+            let mut l = vec![0.0; 50257];
+            l[(self.next)(last) as usize] = 10.0;
+            l
+        }
+    }
+
+    impl LanguageModel for Fake {
+        type Error = std::io::Error;
+        fn n_ctx(&self) -> usize {
+            self.n_ctx
+        }
+        fn prefill(&mut self, ids: &[u32]) -> Result<Vec<f32>, Self::Error> {
+            assert!(!ids.is_empty() && ids.len() <= self.n_ctx);
+            self.calls.push(format!("prefill {}", ids.len()));
+            self.cached = ids.len();
+            Ok(self.logits(ids[ids.len() - 1]))
+        }
+        fn step(&mut self, id: u32) -> Result<Vec<f32>, Self::Error> {
+            assert!(self.cached < self.n_ctx, "step past the context");
+            self.cached += 1;
+            self.calls.push(format!("step {id}"));
+            Ok(self.logits(id))
+        }
+    }
+
+    fn greedy(max_new_tokens: usize) -> GenerateOptions {
+        GenerateOptions {
+            sampling: SamplingParams::greedy(),
+            max_new_tokens,
+            ..Default::default()
+        }
+    }
+
+    fn collect<M: LanguageModel>(
+        model: &mut M,
+        prompt: &[u32],
+        options: GenerateOptions,
+    ) -> (Vec<u32>, String, Option<FinishReason>) {
+        let tok = Tokenizer::gpt2();
+        let gen = Generation::new(model, &tok, prompt, options).unwrap();
+        let mut ids = Vec::new();
+        let mut text = String::new();
+        let mut reason = None;
+        for t in gen {
+            let t = t.unwrap();
+            assert!(reason.is_none(), "token after the finish");
+            ids.push(t.id);
+            text += &t.text;
+            reason = t.finish_reason;
+        }
+        (ids, text, reason)
+    }
+
+    #[test]
+    fn max_tokens_and_lazy_feeding() {
+        let mut m = Fake::new(64, |id| id + 1);
+        let (ids, text, reason) = collect(&mut m, &[10, 20], greedy(3));
+        assert_eq!(ids, vec![21, 22, 23]);
+        assert_eq!(text, Tokenizer::gpt2().decode(&[21, 22, 23]).unwrap());
+        assert_eq!(reason, Some(FinishReason::Length));
+        // The last token is never fed: no wasted forward pass.
+        assert_eq!(m.calls, vec!["prefill 2", "step 21", "step 22"]);
+        let (ids, _, _) = collect(&mut m, &[10], greedy(0));
+        assert!(ids.is_empty());
+    }
+
+    #[test]
+    fn stops_at_eos_unless_told_not_to() {
+        let mut m = Fake::new(64, |id| if id == 5 { 50256 } else { 5 });
+        let (ids, text, reason) = collect(&mut m, &[1], greedy(10));
+        assert_eq!(ids, vec![5, 50256]);
+        assert_eq!(text, "&");
+        assert_eq!(reason, Some(FinishReason::Eos));
+        let opts = GenerateOptions {
+            stop_at_eos: false,
+            ..greedy(3)
+        };
+        let (ids, text, reason) = collect(&mut m, &[1], opts);
+        assert_eq!(ids, vec![5, 50256, 5]);
+        assert_eq!(text, "&<|endoftext|>&");
+        assert_eq!(reason, Some(FinishReason::Length));
+    }
+
+    #[test]
+    fn stop_string_across_tokens_is_not_shown() {
+        let tok = Tokenizer::gpt2();
+        // " the cat sat on the mat" token by token, cycling.
+        let ids = tok.encode(" the cat sat on the mat").unwrap();
+        assert!(ids.len() >= 6);
+        // A fake whose next token follows the sequence.
+        struct Seq(Vec<u32>, usize);
+        impl LanguageModel for Seq {
+            type Error = std::io::Error;
+            fn n_ctx(&self) -> usize {
+                64
+            }
+            fn prefill(&mut self, _: &[u32]) -> Result<Vec<f32>, Self::Error> {
+                self.1 = 0;
+                self.step(0)
+            }
+            fn step(&mut self, _: u32) -> Result<Vec<f32>, Self::Error> {
+                let mut l = vec![0.0; 50257];
+                l[self.0[self.1 % self.0.len()] as usize] = 5.0;
+                self.1 += 1;
+                Ok(l)
+            }
+        }
+        let mut m = Seq(ids.clone(), 0);
+        let opts = GenerateOptions {
+            stop_strings: vec!["t sat".into()],
+            ..greedy(20)
+        };
+        let (got, text, reason) = collect(&mut m, &[1], opts);
+        assert_eq!(text, " the ca");
+        assert_eq!(reason, Some(FinishReason::Stop));
+        // Stopped on the token that completed the stop string (" sat").
+        assert_eq!(got, ids[..3].to_vec());
+        // A stop string that never appears: everything comes out, nothing held back at the end.
+        let opts = GenerateOptions {
+            stop_strings: vec![" mat!".into()],
+            ..greedy(ids.len())
+        };
+        let (_, text, reason) = collect(&mut m, &[1], opts);
+        assert_eq!(text, " the cat sat on the mat");
+        assert_eq!(reason, Some(FinishReason::Length));
+    }
+
+    #[test]
+    fn context_full_stops_or_slides() {
+        let mut m = Fake::new(8, |id| id + 1);
+        // 6-token prompt, n_ctx 8: only 2 new tokens fit.
+        let (ids, _, reason) = collect(&mut m, &[1, 2, 3, 4, 5, 6], greedy(10));
+        assert_eq!(ids, vec![7, 8]);
+        assert_eq!(reason, Some(FinishReason::Length));
+
+        let tok = Tokenizer::gpt2();
+        let err = Generation::new(&mut m, &tok, &[1; 9], greedy(1))
+            .err()
+            .unwrap();
+        assert!(matches!(
+            err,
+            GenerateError::PromptTooLong {
+                prompt: 9,
+                n_ctx: 8
+            }
+        ));
+        assert!(err.to_string().contains("at most 8"), "{err}");
+        assert!(matches!(
+            Generation::new(&mut m, &tok, &[], greedy(1)).err(),
+            Some(GenerateError::EmptyPrompt)
+        ));
+
+        let slide = GenerateOptions {
+            context_overflow: ContextOverflow::Slide,
+            ..greedy(5)
+        };
+        m.calls.clear();
+        let (ids, _, reason) = collect(&mut m, &[1, 2, 3, 4, 5, 6], slide.clone());
+        assert_eq!(ids, vec![7, 8, 9, 10, 11]);
+        assert_eq!(reason, Some(FinishReason::Length));
+        assert_eq!(
+            m.calls,
+            vec!["prefill 6", "step 7", "step 8", "prefill 8", "prefill 8"]
+        );
+        // An overlong prompt keeps its last n_ctx tokens.
+        let tok = Tokenizer::gpt2();
+        let gen = Generation::new(&mut m, &tok, &[1; 12], slide).unwrap();
+        assert_eq!(gen.prompt().len(), 8);
+    }
+
+    #[test]
+    fn dropping_the_iterator_stops_early() {
+        let mut m = Fake::new(64, |id| id + 1);
+        let tok = Tokenizer::gpt2();
+        let mut gen = Generation::new(&mut m, &tok, &[1], greedy(100)).unwrap();
+        assert_eq!(gen.next().unwrap().unwrap().id, 2);
+        assert_eq!(gen.generated(), &[2]);
+        drop(gen);
+        assert_eq!(m.calls, vec!["prefill 1"]);
+    }
+
+    #[test]
+    fn alternatives_and_logprobs() {
+        let mut m = Fake::new(64, |id| id + 1);
+        let tok = Tokenizer::gpt2();
+        let opts = GenerateOptions {
+            top_n: 3,
+            ..greedy(1)
+        };
+        let t = Generation::new(&mut m, &tok, &[1], opts)
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap();
+        assert_eq!(t.id, 2);
+        assert_eq!(t.alternatives.len(), 3);
+        assert_eq!(t.alternatives[0].id, 2);
+        // logit 10 among 50256 zeros.
+        let want = 10.0 - (10f64.exp() + 50256.0).ln();
+        assert!((t.logprob as f64 - want).abs() < 1e-5);
+        assert_eq!(t.sampling_prob, 1.0);
+    }
+
+    #[test]
+    fn invalid_sampling_is_an_error_before_the_model_runs() {
+        let mut m = Fake::new(64, |id| id + 1);
+        let tok = Tokenizer::gpt2();
+        let mut opts = greedy(1);
+        opts.sampling.top_p = Some(0.0);
+        assert!(matches!(
+            Generation::new(&mut m, &tok, &[1], opts).err(),
+            Some(GenerateError::Sampling(SamplingError::TopP(_)))
+        ));
+        assert!(m.calls.is_empty());
+    }
+}
