@@ -1,1 +1,633 @@
-//! GPT-2's byte-level BPE tokenizer (work in progress).
+//! GPT-2's byte-level BPE tokenizer, byte-exact with OpenAI's `encoder.py`.
+//!
+//! The tokenizer runs on Hugging Face's [`tokenizers`] crate: a BPE model whose
+//! merges are applied by rank, behind GPT-2's byte-level pre-tokenizer, which splits
+//! text with OpenAI's pattern
+//!
+//! ```text
+//! 's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+
+//! ```
+//!
+//! and writes every byte of a piece as one of 256 printable stand-in characters
+//! (`bytes_to_unicode`). GPT-2's vocabulary (`encoder.json` + `vocab.bpe`, MIT licensed,
+//! see `data/LICENSE`) is embedded, so [`Tokenizer::gpt2`] needs no files; other
+//! GPT-2-style vocabularies load from OpenAI's or Hugging Face's file layouts
+//! ([`Tokenizer::from_dir`]).
+//!
+//! ```
+//! use gpt2_tokenizer::Tokenizer;
+//!
+//! let tokenizer = Tokenizer::gpt2();
+//! let ids = tokenizer.encode("Hello, world!")?;
+//! assert_eq!(ids, [15496, 11, 995, 0]);
+//! assert_eq!(tokenizer.decode(&ids)?, "Hello, world!");
+//! # Ok::<(), gpt2_tokenizer::Error>(())
+//! ```
+//!
+//! # Exactness
+//!
+//! Encoding matches OpenAI's `encoder.py` id for id, including its treatment of the
+//! text `<|endoftext|>` as ordinary text (use [`Tokenizer::encode_with_special_tokens`]
+//! to get the special token [`END_OF_TEXT`]). Decoding replaces invalid UTF-8 like
+//! Python's `bytes.decode("utf-8", errors="replace")`: one U+FFFD per maximal invalid
+//! subsequence.
+//!
+//! One caveat is inherent to regular expressions: which characters count as letters
+//! (`\p{L}`) and numbers (`\p{N}`) depends on the Unicode version of the regex engine.
+//! This crate uses `tokenizers`' `fancy-regex` backend, whose tables come from the
+//! `regex` crate and follow **Unicode 16.0** (like `tiktoken` and the Python
+//! `tokenizers` package). OpenAI's `encoder.py` with a current Python `regex` module
+//! uses Unicode 17.0, so the two differ only on text containing letters or digits
+//! first assigned in Unicode 17.0 (September 2025), e.g. U+A7CE, U+10940, U+16EA0.
+//!
+//! # Streaming
+//!
+//! A generated token may end in the middle of a multi-byte character;
+//! [`StreamDecoder`] turns ids into text as they arrive, holding back an incomplete
+//! character until the next token completes it.
+
+#![warn(missing_docs)]
+
+mod byte_level;
+mod error;
+mod escape;
+mod load;
+mod stream;
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use tokenizers::models::bpe::{Vocab, BPE};
+use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+use tokenizers::{Model, OffsetReferential, OffsetType, PreTokenizedString, PreTokenizer};
+
+pub use error::{Error, Result};
+pub use escape::escape_bytes;
+pub use load::Layout;
+pub use stream::StreamDecoder;
+
+use byte_level::{CharToByte, BYTE_TO_CHAR};
+use load::VocabData;
+
+/// The id of GPT-2's only special token, `<|endoftext|>`.
+pub const END_OF_TEXT: u32 = 50256;
+
+/// The text of GPT-2's end-of-text token.
+pub const END_OF_TEXT_TEXT: &str = "<|endoftext|>";
+
+/// The number of tokens in GPT-2's vocabulary (50,000 merges + 256 bytes + `<|endoftext|>`).
+pub const GPT2_VOCAB_SIZE: usize = 50257;
+
+/// GPT-2's `encoder.json`, embedded.
+const EMBEDDED_ENCODER_JSON: &[u8] = include_bytes!("../data/encoder.json");
+/// GPT-2's `vocab.bpe`, embedded.
+const EMBEDDED_VOCAB_BPE: &[u8] = include_bytes!("../data/vocab.bpe");
+
+/// Text pieces are encoded in chunks of about this many bytes (see [`Tokenizer::encode`]).
+const CHUNK_BYTES: usize = 64 * 1024;
+
+/// A GPT-2 byte-level BPE tokenizer.
+///
+/// Build it with [`Tokenizer::gpt2`] (GPT-2's own vocabulary, embedded) or load
+/// another vocabulary with [`Tokenizer::from_dir`] and friends. It is cheap to share
+/// (`&Tokenizer` is `Send + Sync`; encoding takes `&self`).
+///
+/// ```
+/// use gpt2_tokenizer::{Tokenizer, END_OF_TEXT};
+///
+/// let tokenizer = Tokenizer::gpt2();
+/// assert_eq!(tokenizer.vocab_size(), 50257);
+/// assert_eq!(tokenizer.end_of_text(), Some(END_OF_TEXT));
+/// assert_eq!(tokenizer.encode(" the")?, [262]);
+/// assert_eq!(tokenizer.token_bytes(262)?, b" the");
+/// # Ok::<(), gpt2_tokenizer::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct Tokenizer {
+    /// The BPE model (vocabulary, merges by rank, word cache).
+    bpe: BPE,
+    /// GPT-2's pre-tokenizer: regex split + byte → stand-in characters.
+    pre_tokenizer: ByteLevel,
+    /// The bytes of every token, back to back: token `i` is `bytes[ends[i-1]..ends[i]]`.
+    bytes: Vec<u8>,
+    /// The vocabulary spellings of every token, back to back, indexed by `ends` like `bytes`.
+    spellings: String,
+    /// End offsets into `bytes` and `spellings` (pairs), one per id.
+    ends: Vec<(u32, u32)>,
+    /// The id of `<|endoftext|>`, when the vocabulary has it.
+    end_of_text: Option<u32>,
+}
+
+impl std::fmt::Debug for Tokenizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tokenizer")
+            .field("vocab_size", &self.vocab_size())
+            .field("end_of_text", &self.end_of_text)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Tokenizer {
+    /// GPT-2's tokenizer with its vocabulary embedded in this crate: no files, no network.
+    ///
+    /// The embedded `encoder.json` and `vocab.bpe` are OpenAI's (sha256 `196139…6783`
+    /// and `1ce166…adc5`); this is the tokenizer of every released GPT-2 model
+    /// (124M, 355M, 774M, 1558M).
+    ///
+    /// ```
+    /// let tokenizer = gpt2_tokenizer::Tokenizer::gpt2();
+    /// assert_eq!(tokenizer.encode("GPT-2")?, [38, 11571, 12, 17]);
+    /// # Ok::<(), gpt2_tokenizer::Error>(())
+    /// ```
+    pub fn gpt2() -> Tokenizer {
+        match Self::from_vocab_and_merges_bytes(
+            EMBEDDED_ENCODER_JSON,
+            EMBEDDED_VOCAB_BPE,
+            "embedded encoder.json",
+            "embedded vocab.bpe",
+        ) {
+            Ok(tokenizer) => tokenizer,
+            // The embedded files are fixed and checked by the tests.
+            Err(err) => unreachable!("the embedded GPT-2 vocabulary is invalid: {err}"),
+        }
+    }
+
+    /// Loads the tokenizer files in `dir`, whichever supported layout they are in
+    /// (see [`Layout::detect`]): OpenAI's `encoder.json` + `vocab.bpe`, or Hugging
+    /// Face's `vocab.json` + `merges.txt` or `tokenizer.json`.
+    ///
+    /// ```no_run
+    /// let tokenizer = gpt2_tokenizer::Tokenizer::from_dir("models/124M")?;
+    /// # Ok::<(), gpt2_tokenizer::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// When no layout is there (the error names the files looked for), a file cannot
+    /// be read, or its content is not a GPT-2 byte-level BPE vocabulary.
+    pub fn from_dir(dir: impl AsRef<Path>) -> Result<Tokenizer> {
+        let dir = dir.as_ref();
+        Self::from_dir_with_layout(dir, Layout::detect(dir)?)
+    }
+
+    /// Loads the files of the given `layout` from `dir`.
+    ///
+    /// # Errors
+    /// As [`Tokenizer::from_dir`].
+    pub fn from_dir_with_layout(dir: impl AsRef<Path>, layout: Layout) -> Result<Tokenizer> {
+        let dir = dir.as_ref();
+        match layout {
+            Layout::OpenAi | Layout::HfVocabMerges => {
+                let files = layout.files();
+                Self::from_vocab_and_merges_files(dir.join(files[0]), dir.join(files[1]))
+            }
+            Layout::HfTokenizerJson => Self::from_tokenizer_json(dir.join("tokenizer.json")),
+        }
+    }
+
+    /// Loads a vocabulary file and a merges file: OpenAI's `encoder.json` + `vocab.bpe`,
+    /// or Hugging Face's `vocab.json` + `merges.txt` (the same two formats).
+    ///
+    /// # Errors
+    /// When a file cannot be read or is not a valid GPT-2 vocabulary / merges file.
+    pub fn from_vocab_and_merges_files(
+        vocab: impl AsRef<Path>,
+        merges: impl AsRef<Path>,
+    ) -> Result<Tokenizer> {
+        let (vocab, merges) = (vocab.as_ref(), merges.as_ref());
+        Self::from_vocab_and_merges_bytes(
+            &load::read_file(vocab)?,
+            &load::read_file(merges)?,
+            &vocab.display().to_string(),
+            &merges.display().to_string(),
+        )
+    }
+
+    /// Builds a tokenizer from the contents of a vocabulary file (a JSON object
+    /// mapping token spellings to ids) and a merges file; `vocab_name` and
+    /// `merges_name` name them in error messages.
+    ///
+    /// ```
+    /// use gpt2_tokenizer::Tokenizer;
+    ///
+    /// // A toy vocabulary: the 256 byte tokens plus one merge, "a" + "b" -> "ab".
+    /// let mut vocab = serde_json::Map::new();
+    /// for byte in 0..=255u8 {
+    ///     let spelling = Tokenizer::gpt2().token_spelling(u32::from(byte))?.to_string();
+    ///     vocab.insert(spelling, (vocab.len() as u32).into());
+    /// }
+    /// vocab.insert("ab".into(), 256.into());
+    /// let vocab = serde_json::to_vec(&vocab).unwrap();
+    /// let tokenizer =
+    ///     Tokenizer::from_vocab_and_merges_bytes(&vocab, b"#version: 0.2\na b\n", "vocab", "merges")?;
+    /// assert_eq!(tokenizer.vocab_size(), 257);
+    /// assert_eq!(tokenizer.encode("abc")?.len(), 2);
+    /// # Ok::<(), gpt2_tokenizer::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// When either content is not a valid GPT-2 vocabulary / merges file.
+    pub fn from_vocab_and_merges_bytes(
+        vocab: &[u8],
+        merges: &[u8],
+        vocab_name: &str,
+        merges_name: &str,
+    ) -> Result<Tokenizer> {
+        let data = VocabData {
+            vocab: load::parse_vocab_json(vocab, vocab_name)?,
+            merges: load::parse_merges(merges, merges_name)?,
+            added: Vec::new(),
+            source: vocab_name.to_string(),
+        };
+        Self::build(data, merges_name)
+    }
+
+    /// Loads a Hugging Face `tokenizer.json` holding a BPE model with GPT-2's
+    /// byte-level pre-tokenizer (no normalizer, no prefix space). Its added tokens
+    /// (`<|endoftext|>`) are kept.
+    ///
+    /// # Errors
+    /// When the file cannot be read or does not describe a GPT-2 byte-level BPE
+    /// tokenizer (the message says which part differs).
+    pub fn from_tokenizer_json(path: impl AsRef<Path>) -> Result<Tokenizer> {
+        let path = path.as_ref();
+        let name = path.display().to_string();
+        let data = load::parse_tokenizer_json(&load::read_file(path)?, &name)?;
+        Self::build(data, &name)
+    }
+
+    /// Checks the vocabulary and builds the tables and the BPE model.
+    fn build(data: VocabData, merges_source: &str) -> Result<Tokenizer> {
+        let VocabData {
+            vocab,
+            merges,
+            added,
+            source,
+        } = data;
+        let bad = |what: &'static str, reason: String| Error::InvalidFile {
+            source_name: source.clone(),
+            what,
+            reason,
+        };
+
+        // Every id from 0 to n-1 must have exactly one spelling.
+        let mut all: HashMap<&str, u32> = vocab.iter().map(|(t, &id)| (t.as_str(), id)).collect();
+        for (content, id) in &added {
+            match all.get(content.as_str()) {
+                Some(&existing) if existing == *id => {}
+                Some(&existing) => {
+                    return Err(bad(
+                        load::TOKENIZER_JSON_WHAT,
+                        format!(
+                            "added token {content:?} has id {id} but the vocabulary gives it {existing}"
+                        ),
+                    ))
+                }
+                None => {
+                    all.insert(content, *id);
+                }
+            }
+        }
+        let n = all.len();
+        let mut spelling_of: Vec<Option<&str>> = vec![None; n];
+        for (&token, &id) in &all {
+            let slot = spelling_of.get_mut(id as usize).ok_or_else(|| {
+                bad(
+                    load::VOCAB_WHAT,
+                    format!(
+                        "token {token:?} has id {id}, but with {n} tokens the ids must be 0 to {}",
+                        n - 1
+                    ),
+                )
+            })?;
+            if let Some(other) = slot.replace(token) {
+                return Err(bad(
+                    load::VOCAB_WHAT,
+                    format!("id {id} is given to both {other:?} and {token:?}"),
+                ));
+            }
+        }
+
+        // Byte-level BPE must be able to spell every byte on its own; without
+        // that the `tokenizers` BPE would silently drop such bytes.
+        for (byte, c) in BYTE_TO_CHAR.iter().enumerate() {
+            let mut buf = [0u8; 4];
+            if !vocab.contains_key(&*c.encode_utf8(&mut buf)) {
+                return Err(bad(
+                    load::VOCAB_WHAT,
+                    format!(
+                        "it has no token for byte 0x{byte:02X} (spelled {c:?}); a GPT-2 \
+                         byte-level vocabulary has one for each of the 256 bytes"
+                    ),
+                ));
+            }
+        }
+
+        let table = CharToByte::new();
+        let mut bytes = Vec::with_capacity(n * 8);
+        let mut spellings = String::with_capacity(n * 8);
+        let mut ends = Vec::with_capacity(n);
+        for token in spelling_of.iter().flatten() {
+            byte_level::token_to_bytes(&table, token, &mut bytes);
+            spellings.push_str(token);
+            let (b, s) = (u32::try_from(bytes.len()), u32::try_from(spellings.len()));
+            match (b, s) {
+                (Ok(b), Ok(s)) => ends.push((b, s)),
+                _ => return Err(bad(load::VOCAB_WHAT, "it is larger than 4 GiB".into())),
+            }
+        }
+        let end_of_text = all.get(END_OF_TEXT_TEXT).copied();
+        drop(all);
+
+        let vocab: Vocab = vocab.into_iter().collect();
+        let bpe = BPE::builder()
+            .vocab_and_merges(vocab, merges)
+            .build()
+            .map_err(|e| Error::InvalidFile {
+                source_name: merges_source.to_string(),
+                what: load::MERGES_WHAT,
+                reason: e.to_string(),
+            })?;
+
+        Ok(Tokenizer {
+            bpe,
+            pre_tokenizer: ByteLevel::new(false, false, true),
+            bytes,
+            spellings,
+            ends,
+            end_of_text,
+        })
+    }
+
+    /// The number of tokens in the vocabulary (50257 for GPT-2); valid ids are
+    /// `0..vocab_size()`.
+    pub fn vocab_size(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// The id of `<|endoftext|>` in this vocabulary ([`END_OF_TEXT`] for GPT-2), if it
+    /// has one.
+    pub fn end_of_text(&self) -> Option<u32> {
+        self.end_of_text
+    }
+
+    /// Encodes text into token ids exactly like OpenAI's `encoder.py`.
+    ///
+    /// `<|endoftext|>` in the text is ordinary text here, as in OpenAI's encoder; see
+    /// [`Tokenizer::encode_with_special_tokens`].
+    ///
+    /// ```
+    /// let tokenizer = gpt2_tokenizer::Tokenizer::gpt2();
+    /// assert_eq!(tokenizer.encode("I'm here")?, [40, 1101, 994]);
+    /// assert_eq!(tokenizer.encode("<|endoftext|>")?, [27, 91, 437, 1659, 5239, 91, 29]);
+    /// assert!(tokenizer.encode("")?.is_empty());
+    /// # Ok::<(), gpt2_tokenizer::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::Encode`] if the `tokenizers` pipeline reports an error (it does not for
+    /// a validated vocabulary; the variant exists so that no input can cause a panic).
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        let mut ids = Vec::with_capacity(text.len() / 4 + 1);
+        self.encode_into(text, &mut ids)?;
+        Ok(ids)
+    }
+
+    /// Like [`Tokenizer::encode`], but the literal text `<|endoftext|>` becomes the
+    /// special token ([`END_OF_TEXT`] in GPT-2), as `tiktoken`'s
+    /// `encode(text, allowed_special="all")` does. Without an `<|endoftext|>` token in
+    /// the vocabulary this is the same as [`Tokenizer::encode`].
+    ///
+    /// ```
+    /// let tokenizer = gpt2_tokenizer::Tokenizer::gpt2();
+    /// let ids = tokenizer.encode_with_special_tokens("Hi<|endoftext|> there")?;
+    /// assert_eq!(ids, [17250, 50256, 612]);
+    /// # Ok::<(), gpt2_tokenizer::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// As [`Tokenizer::encode`].
+    pub fn encode_with_special_tokens(&self, text: &str) -> Result<Vec<u32>> {
+        let Some(eot) = self.end_of_text else {
+            return self.encode(text);
+        };
+        let mut ids = Vec::with_capacity(text.len() / 4 + 1);
+        let mut pieces = text.split(END_OF_TEXT_TEXT);
+        if let Some(first) = pieces.next() {
+            self.encode_into(first, &mut ids)?;
+        }
+        for piece in pieces {
+            ids.push(eot);
+            self.encode_into(piece, &mut ids)?;
+        }
+        Ok(ids)
+    }
+
+    /// Encodes `text` and appends the ids to `ids`.
+    ///
+    /// Long text is cut, only where the pattern necessarily splits anyway, into chunks
+    /// of about 64 KiB that go through the `tokenizers` pipeline one at a time; this
+    /// keeps its per-byte bookkeeping small and in cache, and does not change the ids.
+    fn encode_into(&self, text: &str, ids: &mut Vec<u32>) -> Result<()> {
+        let mut rest = text;
+        while !rest.is_empty() {
+            let cut = safe_cut(rest, CHUNK_BYTES);
+            let (chunk, tail) = rest.split_at(cut);
+            self.encode_chunk(chunk, ids)?;
+            rest = tail;
+        }
+        Ok(())
+    }
+
+    fn encode_chunk(&self, chunk: &str, ids: &mut Vec<u32>) -> Result<()> {
+        let encode_err = |e: tokenizers::Error| Error::Encode(e.to_string());
+        let mut pretokenized = PreTokenizedString::from(chunk);
+        self.pre_tokenizer
+            .pre_tokenize(&mut pretokenized)
+            .map_err(encode_err)?;
+        pretokenized
+            .tokenize(|piece| self.bpe.tokenize(piece.get()))
+            .map_err(encode_err)?;
+        for (_, _, tokens) in
+            pretokenized.get_splits(OffsetReferential::Normalized, OffsetType::None)
+        {
+            match tokens {
+                Some(tokens) => ids.extend(tokens.iter().map(|token| token.id)),
+                None => return Err(Error::Encode("a piece of text was left untokenized".into())),
+            }
+        }
+        Ok(())
+    }
+
+    /// Decodes ids into text; byte sequences that are not valid UTF-8 become U+FFFD
+    /// exactly as in OpenAI's decoder (`errors="replace"`).
+    ///
+    /// ```
+    /// let tokenizer = gpt2_tokenizer::Tokenizer::gpt2();
+    /// assert_eq!(tokenizer.decode(&[15496, 995])?, "Hello world");
+    /// // "é" is two bytes, 127 is the token of its first byte 0xC3 alone.
+    /// assert_eq!(tokenizer.decode(&[127])?, "\u{FFFD}");
+    /// assert!(tokenizer.decode(&[50257]).is_err());
+    /// # Ok::<(), gpt2_tokenizer::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::InvalidId`] for an id outside `0..vocab_size()`.
+    pub fn decode(&self, ids: &[u32]) -> Result<String> {
+        let bytes = self.decode_bytes(ids)?;
+        Ok(match String::from_utf8(bytes) {
+            Ok(text) => text,
+            Err(err) => String::from_utf8_lossy(err.as_bytes()).into_owned(),
+        })
+    }
+
+    /// Decodes ids into the raw bytes they stand for (the bytes of the tokens, back to
+    /// back), without any UTF-8 check.
+    ///
+    /// ```
+    /// let tokenizer = gpt2_tokenizer::Tokenizer::gpt2();
+    /// assert_eq!(tokenizer.decode_bytes(&[15496, 995])?, b"Hello world");
+    /// # Ok::<(), gpt2_tokenizer::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::InvalidId`] for an id outside `0..vocab_size()`.
+    pub fn decode_bytes(&self, ids: &[u32]) -> Result<Vec<u8>> {
+        let mut out = Vec::with_capacity(ids.len() * 4);
+        for &id in ids {
+            out.extend_from_slice(self.token_bytes(id)?);
+        }
+        Ok(out)
+    }
+
+    /// The bytes token `id` stands for (e.g. `b" the"` for 262). A single token need
+    /// not be valid UTF-8: a character may be split across tokens.
+    ///
+    /// # Errors
+    /// [`Error::InvalidId`] for an id outside `0..vocab_size()`.
+    pub fn token_bytes(&self, id: u32) -> Result<&[u8]> {
+        let (start, end) = self.range(id)?;
+        Ok(&self.bytes[start.0..end.0])
+    }
+
+    /// How the vocabulary spells token `id`, with GPT-2's stand-in characters for
+    /// bytes (e.g. `"Ġthe"` for 262: `Ġ` stands for the space).
+    ///
+    /// ```
+    /// let tokenizer = gpt2_tokenizer::Tokenizer::gpt2();
+    /// assert_eq!(tokenizer.token_spelling(262)?, "Ġthe");
+    /// assert_eq!(tokenizer.token_id("Ġthe"), Some(262));
+    /// # Ok::<(), gpt2_tokenizer::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::InvalidId`] for an id outside `0..vocab_size()`.
+    pub fn token_spelling(&self, id: u32) -> Result<&str> {
+        let (start, end) = self.range(id)?;
+        Ok(&self.spellings[start.1..end.1])
+    }
+
+    /// The id of the token with vocabulary spelling `spelling` (see
+    /// [`Tokenizer::token_spelling`]), if there is one.
+    pub fn token_id(&self, spelling: &str) -> Option<u32> {
+        self.bpe.token_to_id(spelling).or_else(|| {
+            // Added tokens (from a tokenizer.json) are not in the BPE model.
+            (0..self.vocab_size() as u32).find(|&id| {
+                self.token_spelling(id)
+                    .is_ok_and(|candidate| candidate == spelling)
+            })
+        })
+    }
+
+    /// A readable, escaped form of token `id`'s bytes, for listings such as
+    /// `gpt2 tokenize --format tokens` (see [`escape_bytes`]).
+    ///
+    /// ```
+    /// let tokenizer = gpt2_tokenizer::Tokenizer::gpt2();
+    /// assert_eq!(tokenizer.token_display(198)?, "\\n");
+    /// assert_eq!(tokenizer.token_display(127)?, "\\xC3");
+    /// # Ok::<(), gpt2_tokenizer::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::InvalidId`] for an id outside `0..vocab_size()`.
+    pub fn token_display(&self, id: u32) -> Result<String> {
+        Ok(escape_bytes(self.token_bytes(id)?))
+    }
+
+    /// A streaming decoder over this tokenizer (see [`StreamDecoder`]).
+    pub fn stream_decoder(&self) -> StreamDecoder<'_> {
+        StreamDecoder::new(self)
+    }
+
+    /// Start and end offsets of token `id` in `bytes` and `spellings`.
+    fn range(&self, id: u32) -> Result<((usize, usize), (usize, usize))> {
+        let index = id as usize;
+        let end = self.ends.get(index).ok_or(Error::InvalidId {
+            id,
+            vocab_size: self.vocab_size(),
+        })?;
+        let start = match index {
+            0 => (0, 0),
+            _ => self.ends[index - 1],
+        };
+        Ok((
+            (start.0 as usize, start.1 as usize),
+            (end.0 as usize, end.1 as usize),
+        ))
+    }
+}
+
+/// Where to cut `text` so that the first part has about `target` bytes and the
+/// pattern gives the same pieces for the two parts as for the whole.
+///
+/// A cut just before an ASCII space or newline that follows a printable ASCII
+/// character is always safe: no piece of the pattern contains a non-space character
+/// followed by whitespace, so a piece ends there in the whole text too, and the pieces
+/// after it do not depend on what comes before (the pattern has no look-behind), nor do
+/// those before depend on the space (the look-ahead `(?!\S)` only follows whitespace).
+/// Returns `text.len()` when there is no such point after `target`.
+fn safe_cut(text: &str, target: usize) -> usize {
+    let bytes = text.as_bytes();
+    if bytes.len() <= target {
+        return bytes.len();
+    }
+    bytes[target..]
+        .windows(2)
+        .position(|w| matches!(w[0], b'!'..=b'~') && matches!(w[1], b' ' | b'\n'))
+        .map_or(bytes.len(), |pos| target + pos + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn safe_cut_points() {
+        assert_eq!(safe_cut("abc", 10), 3);
+        assert_eq!(safe_cut("aaaa bbbb", 2), 4);
+        assert_eq!(safe_cut("aaaa  bbbb", 5), 10);
+        assert_eq!(safe_cut("aaaa\nbbbb", 0), 4);
+        assert_eq!(safe_cut("é é", 0), 5);
+    }
+
+    #[test]
+    fn chunked_encoding_equals_whole_encoding() {
+        let tokenizer = Tokenizer::gpt2();
+        let text = "Hello there!  New\n\nline,   spaces \t tabs\r\n héllo 123 4567 it's ok.\n";
+        let whole = {
+            let mut ids = Vec::new();
+            tokenizer.encode_chunk(text, &mut ids).unwrap();
+            ids
+        };
+        for target in 0..text.len() {
+            let mut ids = Vec::new();
+            let mut rest = text;
+            while !rest.is_empty() {
+                let cut = safe_cut(rest, target);
+                tokenizer.encode_chunk(&rest[..cut], &mut ids).unwrap();
+                rest = &rest[cut..];
+            }
+            assert_eq!(ids, whole, "target {target}");
+        }
+    }
+}

@@ -1,0 +1,321 @@
+//! Reading the vocabulary files of the supported layouts.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use serde_json::Value;
+
+use crate::error::{Error, Result};
+
+/// Which tokenizer files a directory holds.
+///
+/// [`Layout::detect`] looks for them in this order: OpenAI's release layout, then
+/// Hugging Face's `vocab.json` + `merges.txt`, then Hugging Face's `tokenizer.json`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Layout {
+    /// OpenAI's release layout (`models/124M/`): `encoder.json` + `vocab.bpe`.
+    OpenAi,
+    /// Hugging Face's slow-tokenizer files: `vocab.json` + `merges.txt`
+    /// (the same formats as `encoder.json` + `vocab.bpe`).
+    HfVocabMerges,
+    /// Hugging Face's single-file `tokenizer.json` (a BPE model with GPT-2's
+    /// byte-level pre-tokenizer).
+    HfTokenizerJson,
+}
+
+impl Layout {
+    /// The file names this layout consists of.
+    ///
+    /// ```
+    /// use gpt2_tokenizer::Layout;
+    /// assert_eq!(Layout::OpenAi.files(), &["encoder.json", "vocab.bpe"]);
+    /// ```
+    pub fn files(self) -> &'static [&'static str] {
+        match self {
+            Layout::OpenAi => &["encoder.json", "vocab.bpe"],
+            Layout::HfVocabMerges => &["vocab.json", "merges.txt"],
+            Layout::HfTokenizerJson => &["tokenizer.json"],
+        }
+    }
+
+    /// Finds out which layout `dir` holds.
+    ///
+    /// A directory with several layouts (the Hugging Face hub has all three files for
+    /// `gpt2`) gets the first of: OpenAI, `vocab.json` + `merges.txt`, `tokenizer.json`.
+    ///
+    /// # Errors
+    /// [`Error::NotADirectory`], [`Error::NoTokenizerFiles`], or
+    /// [`Error::IncompleteLayout`] when only one file of a pair is there and no other
+    /// layout is complete.
+    pub fn detect(dir: &Path) -> Result<Layout> {
+        if !dir.is_dir() {
+            return Err(Error::NotADirectory {
+                path: dir.to_path_buf(),
+            });
+        }
+        let has = |name: &str| dir.join(name).is_file();
+        let mut incomplete = None;
+        for layout in [
+            Layout::OpenAi,
+            Layout::HfVocabMerges,
+            Layout::HfTokenizerJson,
+        ] {
+            match layout.files() {
+                [single] if has(single) => return Ok(layout),
+                [first, second] => match (has(first), has(second)) {
+                    (true, true) => return Ok(layout),
+                    (true, false) => incomplete = incomplete.or(Some((*first, *second))),
+                    (false, true) => incomplete = incomplete.or(Some((*second, *first))),
+                    (false, false) => {}
+                },
+                _ => {}
+            }
+        }
+        Err(match incomplete {
+            Some((found, missing)) => Error::IncompleteLayout {
+                dir: dir.to_path_buf(),
+                found,
+                missing,
+            },
+            None => Error::NoTokenizerFiles {
+                dir: dir.to_path_buf(),
+            },
+        })
+    }
+}
+
+/// What the loaders hand to the tokenizer builder.
+pub(crate) struct VocabData {
+    /// The BPE model's vocabulary: token spelling → id.
+    pub vocab: HashMap<String, u32>,
+    /// The merges, by rank (first = applied first).
+    pub merges: Vec<(String, String)>,
+    /// Tokens a `tokenizer.json` adds outside the BPE model (content, id).
+    pub added: Vec<(String, u32)>,
+    /// Where the vocabulary came from, for error messages.
+    pub source: String,
+}
+
+pub(crate) const VOCAB_WHAT: &str =
+    "GPT-2 vocabulary (encoder.json / vocab.json: a JSON object of token -> id)";
+pub(crate) const MERGES_WHAT: &str =
+    "GPT-2 merges file (vocab.bpe / merges.txt: one \"left right\" pair a line)";
+pub(crate) const TOKENIZER_JSON_WHAT: &str =
+    "GPT-2 tokenizer.json (a BPE model with a ByteLevel pre-tokenizer)";
+
+fn invalid(source: &str, what: &'static str, reason: impl Into<String>) -> Error {
+    Error::InvalidFile {
+        source_name: source.to_string(),
+        what,
+        reason: reason.into(),
+    }
+}
+
+pub(crate) fn read_file(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Parses `encoder.json` / `vocab.json`.
+pub(crate) fn parse_vocab_json(bytes: &[u8], source: &str) -> Result<HashMap<String, u32>> {
+    let vocab: HashMap<String, u32> =
+        serde_json::from_slice(bytes).map_err(|e| invalid(source, VOCAB_WHAT, e.to_string()))?;
+    if vocab.is_empty() {
+        return Err(invalid(source, VOCAB_WHAT, "it has no tokens"));
+    }
+    Ok(vocab)
+}
+
+/// Parses `vocab.bpe` / `merges.txt`: an optional `#version` line, then one merge a line.
+pub(crate) fn parse_merges(bytes: &[u8], source: &str) -> Result<Vec<(String, String)>> {
+    let text = std::str::from_utf8(bytes)
+        .map_err(|e| invalid(source, MERGES_WHAT, format!("it is not UTF-8 text ({e})")))?;
+    let mut merges = Vec::with_capacity(text.len() / 9);
+    for (index, line) in text.split('\n').enumerate() {
+        let line = line.strip_suffix('\r').unwrap_or(line);
+        if line.is_empty() || (index == 0 && line.starts_with("#version")) {
+            continue;
+        }
+        let mut parts = line.split(' ');
+        match (parts.next(), parts.next(), parts.next()) {
+            (Some(left), Some(right), None) if !left.is_empty() && !right.is_empty() => {
+                merges.push((left.to_string(), right.to_string()))
+            }
+            _ => {
+                return Err(invalid(
+                    source,
+                    MERGES_WHAT,
+                    format!(
+                        "line {} is {line:?}, expected two tokens separated by one space",
+                        index + 1
+                    ),
+                ))
+            }
+        }
+    }
+    Ok(merges)
+}
+
+/// Parses a Hugging Face `tokenizer.json`, accepting only what GPT-2's pipeline does.
+pub(crate) fn parse_tokenizer_json(bytes: &[u8], source: &str) -> Result<VocabData> {
+    let bad = |reason: String| invalid(source, TOKENIZER_JSON_WHAT, reason);
+    let root: Value = serde_json::from_slice(bytes).map_err(|e| bad(e.to_string()))?;
+    let root = root
+        .as_object()
+        .ok_or_else(|| bad("the top level is not a JSON object".into()))?;
+
+    // normalizer: none.
+    match root.get("normalizer") {
+        None | Some(Value::Null) => {}
+        Some(other) => {
+            return Err(bad(format!(
+                "it has a normalizer ({}); GPT-2 uses none",
+                short(other)
+            )))
+        }
+    }
+    // pre_tokenizer: ByteLevel without a prefix space, with GPT-2's regex.
+    match root.get("pre_tokenizer") {
+        Some(Value::Object(pre))
+            if pre.get("type").and_then(Value::as_str) == Some("ByteLevel")
+                && pre.get("add_prefix_space").and_then(Value::as_bool) != Some(true)
+                && pre.get("use_regex").and_then(Value::as_bool) != Some(false) => {}
+        other => {
+            return Err(bad(format!(
+                "its pre_tokenizer is {}; expected {{\"type\": \"ByteLevel\", \
+                 \"add_prefix_space\": false, \"use_regex\": true}}",
+                other.map_or("missing".to_string(), short)
+            )))
+        }
+    }
+
+    let model = root
+        .get("model")
+        .and_then(Value::as_object)
+        .ok_or_else(|| bad("it has no \"model\" object".into()))?;
+    match model.get("type").and_then(Value::as_str) {
+        Some("BPE") | None => {}
+        Some(other) => return Err(bad(format!("its model is {other:?}, expected \"BPE\""))),
+    }
+    for key in ["dropout", "unk_token"] {
+        if !matches!(model.get(key), None | Some(Value::Null)) {
+            return Err(bad(format!(
+                "its BPE model sets {key:?}, which GPT-2 does not use"
+            )));
+        }
+    }
+    for key in ["continuing_subword_prefix", "end_of_word_suffix"] {
+        match model.get(key) {
+            None | Some(Value::Null) => {}
+            Some(Value::String(s)) if s.is_empty() => {}
+            Some(_) => {
+                return Err(bad(format!(
+                    "its BPE model sets {key:?}, which GPT-2 does not use"
+                )))
+            }
+        }
+    }
+    for key in ["byte_fallback", "ignore_merges"] {
+        if model.get(key).and_then(Value::as_bool) == Some(true) {
+            return Err(bad(format!(
+                "its BPE model sets {key:?}, which GPT-2 does not use"
+            )));
+        }
+    }
+
+    let vocab_obj = model
+        .get("vocab")
+        .and_then(Value::as_object)
+        .ok_or_else(|| bad("its model has no \"vocab\" object".into()))?;
+    let mut vocab = HashMap::with_capacity(vocab_obj.len());
+    for (token, id) in vocab_obj {
+        let id = id
+            .as_u64()
+            .and_then(|id| u32::try_from(id).ok())
+            .ok_or_else(|| bad(format!("the id of token {token:?} is {id}, expected a u32")))?;
+        vocab.insert(token.clone(), id);
+    }
+    if vocab.is_empty() {
+        return Err(bad("its vocabulary has no tokens".into()));
+    }
+
+    let merges_list = model
+        .get("merges")
+        .and_then(Value::as_array)
+        .ok_or_else(|| bad("its model has no \"merges\" array".into()))?;
+    let mut merges = Vec::with_capacity(merges_list.len());
+    for (index, merge) in merges_list.iter().enumerate() {
+        let pair = match merge {
+            // Older files: "left right".
+            Value::String(s) => {
+                let mut parts = s.split(' ');
+                match (parts.next(), parts.next(), parts.next()) {
+                    (Some(l), Some(r), None) => Some((l.to_string(), r.to_string())),
+                    _ => None,
+                }
+            }
+            // Newer files: ["left", "right"].
+            Value::Array(items) => match items.as_slice() {
+                [Value::String(l), Value::String(r)] => Some((l.clone(), r.clone())),
+                _ => None,
+            },
+            _ => None,
+        };
+        match pair {
+            Some((l, r)) if !l.is_empty() && !r.is_empty() => merges.push((l, r)),
+            _ => {
+                return Err(bad(format!(
+                    "merge #{index} is {}, expected \"left right\" or [\"left\", \"right\"]",
+                    short(merge)
+                )))
+            }
+        }
+    }
+
+    let mut added = Vec::new();
+    if let Some(list) = root.get("added_tokens") {
+        let list = list
+            .as_array()
+            .ok_or_else(|| bad("its \"added_tokens\" is not an array".into()))?;
+        for token in list {
+            let content = token.get("content").and_then(Value::as_str);
+            let id = token
+                .get("id")
+                .and_then(Value::as_u64)
+                .and_then(|id| u32::try_from(id).ok());
+            match (content, id) {
+                (Some(content), Some(id)) => added.push((content.to_string(), id)),
+                _ => {
+                    return Err(bad(format!(
+                        "added token {} has no \"content\" string and \"id\" number",
+                        short(token)
+                    )))
+                }
+            }
+        }
+    }
+
+    Ok(VocabData {
+        vocab,
+        merges,
+        added,
+        source: source.to_string(),
+    })
+}
+
+/// A JSON value, shortened for an error message.
+fn short(value: &Value) -> String {
+    let mut text = value.to_string();
+    if text.len() > 120 {
+        let mut cut = 117;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+        text.push_str("...");
+    }
+    text
+}
