@@ -7,17 +7,24 @@
 //! - [`Generation`]: the token stream over any [`LanguageModel`] — prefill, then one token per
 //!   `next()`, each with its text piece, log-prob and optional alternatives; stops at
 //!   `<|endoftext|>`, a stop string, `max_new_tokens` or a full context.
+//! - [`Session`]: a loaded [`Gpt2`](crate::Gpt2) with its KV cache, the [`LanguageModel`] to generate
+//!   with; [`generate_batch`] generates from several prompts in one batch.
 
 mod params;
 mod sampler;
+mod session;
 mod stop;
 mod stream;
+
+#[cfg(test)]
+mod fixture_tests;
 
 pub use params::{SamplingError, SamplingParams};
 pub use sampler::{
     apply_repetition_penalty, argmax, log_softmax, log_sum_exp, sampling_distribution,
     softmax_with_temperature, top_ids, Candidate, Sample, Sampler,
 };
+pub use session::{generate_batch, BatchOutput, Session};
 pub use stop::StopMatcher;
 pub use stream::{
     ContextOverflow, FinishReason, GenerateError, GenerateOptions, GeneratedToken, Generation,

@@ -5,6 +5,7 @@ use gpt2_tokenizer::{StreamDecoder, Tokenizer};
 use super::params::{SamplingError, SamplingParams};
 use super::sampler::{Candidate, Sampler};
 use super::stop::StopMatcher;
+pub use crate::ContextOverflow;
 
 /// What generation needs from a language model: the logits of the next token, given a context
 /// that grows one token at a time (a KV cache behind the scenes).
@@ -22,18 +23,6 @@ pub trait LanguageModel {
     /// Appends one token to the cached context (whose length stays ≤ `n_ctx`) and returns the
     /// logits predicting the token after it.
     fn step(&mut self, id: u32) -> Result<Vec<f32>, Self::Error>;
-}
-
-/// What to do when the context (prompt + generated tokens) outgrows the model's `n_ctx`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum ContextOverflow {
-    /// A prompt longer than `n_ctx` is an error; generation stops (finish reason
-    /// [`FinishReason::Length`]) when the context is full.
-    #[default]
-    Error,
-    /// Keep only the most recent `n_ctx` tokens: the model sees a sliding window (its cache is
-    /// recomputed for each new window, which costs a prefill per token once the context is full).
-    Slide,
 }
 
 /// Why a generation ended.
@@ -189,104 +178,76 @@ pub struct GeneratedToken {
 /// ```
 pub struct Generation<'a, M: LanguageModel> {
     model: &'a mut M,
-    decoder: StreamDecoder<'a>,
-    sampler: Sampler,
-    stop: StopMatcher,
-    options: GenerateOptions,
-    /// Prompt (possibly cut to the window) and generated tokens.
-    context: Vec<u32>,
-    prompt_len: usize,
-    generated: Vec<u32>,
+    seq: SeqState<'a>,
     /// Logits for the next token, when computed.
     logits: Option<Vec<f32>>,
     /// A generated token not yet fed to the model (fed lazily, at the next `next`).
     unfed: Option<u32>,
     /// How many context tokens the model's cache holds now.
     in_model: usize,
-    finish: Option<FinishReason>,
 }
 
-impl<'a, M: LanguageModel> Generation<'a, M> {
-    /// Validates the options and runs the prompt through the model.
-    ///
-    /// # Errors
-    /// Invalid sampling parameters, an empty prompt, a prompt longer than the context (with
-    /// [`ContextOverflow::Error`]), or a model failure.
-    pub fn new(
-        model: &'a mut M,
-        tokenizer: &'a Tokenizer,
-        prompt: &[u32],
+/// The prompt tokens the model sees: all of them, or under [`ContextOverflow::Slide`] the last
+/// `n_ctx`. Errors on an empty prompt or (under `Error`) one longer than `n_ctx`.
+pub(crate) fn prompt_window(
+    prompt: &[u32],
+    n_ctx: usize,
+    overflow: ContextOverflow,
+) -> Result<&[u32], GenerateError> {
+    if prompt.is_empty() {
+        return Err(GenerateError::EmptyPrompt);
+    }
+    match overflow {
+        ContextOverflow::Error if prompt.len() > n_ctx => Err(GenerateError::PromptTooLong {
+            prompt: prompt.len(),
+            n_ctx,
+        }),
+        _ => Ok(&prompt[prompt.len().saturating_sub(n_ctx)..]),
+    }
+}
+
+/// Everything about one sequence being generated, except the model: sampler, decoders, history.
+pub(crate) struct SeqState<'t> {
+    pub(crate) options: GenerateOptions,
+    decoder: StreamDecoder<'t>,
+    sampler: Sampler,
+    stop: StopMatcher,
+    /// Prompt (possibly cut to the window) and generated tokens.
+    pub(crate) context: Vec<u32>,
+    pub(crate) prompt_len: usize,
+    pub(crate) generated: Vec<u32>,
+    pub(crate) finish: Option<FinishReason>,
+}
+
+impl<'t> SeqState<'t> {
+    pub(crate) fn new(
+        tokenizer: &'t Tokenizer,
+        window: &[u32],
         options: GenerateOptions,
+        stream: u64,
     ) -> Result<Self, GenerateError> {
-        let sampler = Sampler::with_stream(options.sampling, options.stream)?;
-        if prompt.is_empty() {
-            return Err(GenerateError::EmptyPrompt);
-        }
-        let n_ctx = model.n_ctx();
-        let window = match options.context_overflow {
-            ContextOverflow::Error if prompt.len() > n_ctx => {
-                return Err(GenerateError::PromptTooLong {
-                    prompt: prompt.len(),
-                    n_ctx,
-                })
-            }
-            _ => &prompt[prompt.len().saturating_sub(n_ctx)..],
-        };
-        let logits = model.prefill(window).map_err(model_error)?;
-        Ok(Generation {
+        Ok(SeqState {
             decoder: tokenizer.stream_decoder(),
-            sampler,
+            sampler: Sampler::with_stream(options.sampling, stream)?,
             stop: StopMatcher::new(options.stop_strings.iter().cloned()),
             context: window.to_vec(),
             prompt_len: window.len(),
             generated: Vec::new(),
-            logits: Some(logits),
-            unfed: None,
-            in_model: window.len(),
-            finish: None,
+            finish: (options.max_new_tokens == 0).then_some(FinishReason::Length),
             options,
-            model,
         })
     }
 
-    /// The prompt tokens the model saw (the last `n_ctx` of the prompt with [`ContextOverflow::Slide`]).
-    pub fn prompt(&self) -> &[u32] {
-        &self.context[..self.prompt_len]
-    }
-
-    /// The tokens generated so far.
-    pub fn generated(&self) -> &[u32] {
-        &self.generated
-    }
-
-    /// Why the generation ended, once it has.
-    pub fn finish_reason(&self) -> Option<FinishReason> {
-        self.finish
-    }
-
-    /// Logits for the next token: feeds the last generated token first if needed.
-    fn next_logits(&mut self) -> Result<Vec<f32>, GenerateError> {
-        if let Some(logits) = self.logits.take() {
-            return Ok(logits);
-        }
-        let n_ctx = self.model.n_ctx();
-        let id = self.unfed.take().unwrap_or_default();
-        if self.in_model < n_ctx {
-            self.in_model += 1;
-            self.model.step(id).map_err(model_error)
-        } else {
-            // Slide: the most recent n_ctx tokens (the new one included).
-            let window = &self.context[self.context.len() - n_ctx..];
-            self.in_model = window.len();
-            self.model.prefill(window).map_err(model_error)
-        }
-    }
-
-    fn advance(&mut self) -> Result<GeneratedToken, GenerateError> {
-        let logits = self.next_logits()?;
+    /// Draws the next token from `logits`, decodes it, checks every stop condition.
+    /// `context_full`: the model cannot take another token (with [`ContextOverflow::Error`]).
+    pub(crate) fn accept(
+        &mut self,
+        logits: &[f32],
+        context_full: bool,
+    ) -> Result<GeneratedToken, GenerateError> {
         let sample = self
             .sampler
-            .sample(&logits, &self.context, self.options.top_n)?;
+            .sample(logits, &self.context, self.options.top_n)?;
         let id = sample.token.id;
         self.context.push(id);
         self.generated.push(id);
@@ -307,12 +268,9 @@ impl<'a, M: LanguageModel> Generation<'a, M> {
                 finish = Some(FinishReason::Stop);
             }
         }
-        if finish.is_none() {
-            let context_full = self.context.len() >= self.model.n_ctx()
-                && self.options.context_overflow == ContextOverflow::Error;
-            if self.generated.len() >= self.options.max_new_tokens || context_full {
-                finish = Some(FinishReason::Length);
-            }
+        if finish.is_none() && (self.generated.len() >= self.options.max_new_tokens || context_full)
+        {
+            finish = Some(FinishReason::Length);
         }
         if matches!(finish, Some(FinishReason::Length | FinishReason::Eos)) {
             // Release what the decoder and the stop matcher held back; a stop string can still
@@ -326,9 +284,6 @@ impl<'a, M: LanguageModel> Generation<'a, M> {
             }
         }
         self.finish = finish;
-        if finish.is_none() {
-            self.unfed = Some(id);
-        }
         Ok(GeneratedToken {
             id,
             text,
@@ -340,7 +295,78 @@ impl<'a, M: LanguageModel> Generation<'a, M> {
     }
 }
 
-fn model_error<E: std::error::Error + Send + Sync + 'static>(err: E) -> GenerateError {
+impl<'a, M: LanguageModel> Generation<'a, M> {
+    /// Validates the options and runs the prompt through the model.
+    ///
+    /// # Errors
+    /// Invalid sampling parameters, an empty prompt, a prompt longer than the context (with
+    /// [`ContextOverflow::Error`]), or a model failure.
+    pub fn new(
+        model: &'a mut M,
+        tokenizer: &'a Tokenizer,
+        prompt: &[u32],
+        options: GenerateOptions,
+    ) -> Result<Self, GenerateError> {
+        let window = prompt_window(prompt, model.n_ctx(), options.context_overflow)?;
+        let stream = options.stream;
+        let seq = SeqState::new(tokenizer, window, options, stream)?;
+        let logits = model.prefill(window).map_err(model_error)?;
+        Ok(Generation {
+            in_model: window.len(),
+            seq,
+            logits: Some(logits),
+            unfed: None,
+            model,
+        })
+    }
+
+    /// The prompt tokens the model saw (the last `n_ctx` of the prompt with [`ContextOverflow::Slide`]).
+    pub fn prompt(&self) -> &[u32] {
+        &self.seq.context[..self.seq.prompt_len]
+    }
+
+    /// The tokens generated so far.
+    pub fn generated(&self) -> &[u32] {
+        &self.seq.generated
+    }
+
+    /// Why the generation ended, once it has.
+    pub fn finish_reason(&self) -> Option<FinishReason> {
+        self.seq.finish
+    }
+
+    /// Logits for the next token: feeds the last generated token first if needed.
+    fn next_logits(&mut self) -> Result<Vec<f32>, GenerateError> {
+        if let Some(logits) = self.logits.take() {
+            return Ok(logits);
+        }
+        let n_ctx = self.model.n_ctx();
+        let id = self.unfed.take().unwrap_or_default();
+        if self.in_model < n_ctx {
+            self.in_model += 1;
+            self.model.step(id).map_err(model_error)
+        } else {
+            // Slide: the most recent n_ctx tokens (the new one included).
+            let context = &self.seq.context;
+            let window = &context[context.len() - n_ctx..];
+            self.in_model = window.len();
+            self.model.prefill(window).map_err(model_error)
+        }
+    }
+
+    fn advance(&mut self) -> Result<GeneratedToken, GenerateError> {
+        let logits = self.next_logits()?;
+        let context_full = self.seq.context.len() + 1 >= self.model.n_ctx()
+            && self.seq.options.context_overflow == ContextOverflow::Error;
+        let token = self.seq.accept(&logits, context_full)?;
+        if token.finish_reason.is_none() {
+            self.unfed = Some(token.id);
+        }
+        Ok(token)
+    }
+}
+
+pub(crate) fn model_error<E: std::error::Error + Send + Sync + 'static>(err: E) -> GenerateError {
     GenerateError::Model(Box::new(err))
 }
 
@@ -348,17 +374,13 @@ impl<M: LanguageModel> Iterator for Generation<'_, M> {
     type Item = Result<GeneratedToken, GenerateError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        if self.finish.is_some() {
-            return None;
-        }
-        if self.options.max_new_tokens == 0 {
-            self.finish = Some(FinishReason::Length);
+        if self.seq.finish.is_some() {
             return None;
         }
         let result = self.advance();
         if result.is_err() {
-            // An error ends the generation; the reason stays the most honest one available.
-            self.finish = Some(FinishReason::Length);
+            // An error ends the generation.
+            self.seq.finish = Some(FinishReason::Length);
         }
         Some(result)
     }
