@@ -8,10 +8,9 @@ pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-/// `fixtures/<rel>` in the repository, if it exists (committed fixtures).
-pub fn committed(rel: &str) -> Option<PathBuf> {
-    let p = repo_root().join("fixtures").join(rel);
-    p.is_dir().then_some(p)
+/// `fixtures/<rel>`: the committed fixtures (always present in a clone).
+pub fn fixtures(rel: &str) -> PathBuf {
+    repo_root().join("fixtures").join(rel)
 }
 
 /// `../shared/fixtures/<rel>` beside the checkout, if present.
