@@ -1,0 +1,213 @@
+//! The key/value cache: what attention needs from earlier positions, kept per layer so
+//! each new token costs one pass over the weights instead of a pass over the whole prompt.
+//!
+//! Layout per layer: `k`, `v` `[batch, n_head, capacity, head_dim]`, written in place with
+//! `slice_set` at the next free column. The capacity grows in large steps (doubling, at
+//! least 64 columns, never past `n_ctx`) so a generation reallocates a handful of times at
+//! most, never per token; [`KvCache::reserve`] allocates everything up front.
+
+use candle_core::{DType, Device, Tensor};
+
+use crate::error::Result;
+use crate::model::ContextOverflow;
+
+/// One layer's keys and values, `[batch, n_head, capacity, head_dim]`.
+#[derive(Debug, Clone)]
+pub struct LayerKv {
+    k: Tensor,
+    v: Tensor,
+}
+
+impl LayerKv {
+    fn zeros(shape: (usize, usize, usize, usize), dtype: DType, device: &Device) -> Result<Self> {
+        Ok(Self {
+            k: Tensor::zeros(shape, dtype, device)?,
+            v: Tensor::zeros(shape, dtype, device)?,
+        })
+    }
+
+    /// Writes `k`, `v` (`[b, n_head, s, head_dim]`, contiguous) at columns `past .. past + s`
+    /// and returns views of columns `0 .. past + s` (no copy).
+    pub(crate) fn append(
+        &mut self,
+        k: &Tensor,
+        v: &Tensor,
+        past: usize,
+    ) -> Result<(Tensor, Tensor)> {
+        self.k.slice_set(k, 2, past)?;
+        self.v.slice_set(v, 2, past)?;
+        let l = past + k.dim(2)?;
+        Ok((self.k.narrow(2, 0, l)?, self.v.narrow(2, 0, l)?))
+    }
+
+    /// A copy with capacity `cap` keeping the first `len` columns.
+    fn regrow(&self, cap: usize, len: usize) -> Result<Self> {
+        let (b, h, _, d) = self.k.dims4()?;
+        let new = Self::zeros((b, h, cap, d), self.k.dtype(), self.k.device())?;
+        if len > 0 {
+            new.k
+                .slice_set(&self.k.narrow(2, 0, len)?.contiguous()?, 2, 0)?;
+            new.v
+                .slice_set(&self.v.narrow(2, 0, len)?.contiguous()?, 2, 0)?;
+        }
+        Ok(new)
+    }
+}
+
+/// Keys and values of every layer for a batch of sequences, plus what is needed to
+/// continue them: the tokens seen so far and each sequence's left padding.
+///
+/// Make one with [`Gpt2::new_cache`](crate::Gpt2::new_cache), fill it with
+/// [`Gpt2::prefill`](crate::Gpt2::prefill), continue with
+/// [`Gpt2::step`](crate::Gpt2::step) / [`Gpt2::extend`](crate::Gpt2::extend). The buffers
+/// survive [`reset`](Self::reset) and a new `prefill`, so one cache serves many
+/// generations without reallocating.
+///
+/// Columns: a batch is left-padded to its longest prompt, so sequence `i`'s tokens sit at
+/// columns `padding(i) .. len()`; its token at column `c` has position `c - padding(i)`.
+#[derive(Debug, Clone)]
+pub struct KvCache {
+    pub(crate) layers: Vec<LayerKv>,
+    /// Columns in use (the same for every sequence; includes left padding).
+    pub(crate) len: usize,
+    pub(crate) capacity: usize,
+    pub(crate) padding: Vec<usize>,
+    pub(crate) tokens: Vec<Vec<u32>>,
+    pub(crate) overflow: ContextOverflow,
+    n_ctx: usize,
+    n_layer: usize,
+    n_head: usize,
+    head_dim: usize,
+    dtype: DType,
+    device: Device,
+}
+
+impl KvCache {
+    pub(crate) fn new(
+        n_ctx: usize,
+        n_layer: usize,
+        n_head: usize,
+        head_dim: usize,
+        dtype: DType,
+        device: Device,
+        overflow: ContextOverflow,
+    ) -> Self {
+        Self {
+            layers: Vec::new(),
+            len: 0,
+            capacity: 0,
+            padding: Vec::new(),
+            tokens: Vec::new(),
+            overflow,
+            n_ctx,
+            n_layer,
+            n_head,
+            head_dim,
+            dtype,
+            device,
+        }
+    }
+
+    /// Columns in use: the longest sequence's token count (sequences are left-padded).
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True before the first prefill and after [`reset`](Self::reset).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Number of sequences (0 before the first prefill).
+    pub fn batch_size(&self) -> usize {
+        self.padding.len()
+    }
+
+    /// Columns allocated per layer (grows in large steps up to `n_ctx`).
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// The model's context length: the most columns the cache can hold.
+    pub fn n_ctx(&self) -> usize {
+        self.n_ctx
+    }
+
+    /// Columns of left padding before sequence `i`'s first token (`None` if out of range).
+    pub fn padding(&self, i: usize) -> Option<usize> {
+        self.padding.get(i).copied()
+    }
+
+    /// The tokens of sequence `i` the cache holds keys and values for (`None` if out of range).
+    pub fn tokens(&self, i: usize) -> Option<&[u32]> {
+        self.tokens.get(i).map(Vec::as_slice)
+    }
+
+    /// What happens when a sequence would outgrow `n_ctx`.
+    pub fn overflow(&self) -> ContextOverflow {
+        self.overflow
+    }
+
+    /// Changes the overflow policy.
+    pub fn set_overflow(&mut self, overflow: ContextOverflow) {
+        self.overflow = overflow;
+    }
+
+    /// Forgets every sequence; keeps the allocated buffers for the next prefill.
+    pub fn reset(&mut self) {
+        self.len = 0;
+        self.padding.clear();
+        self.tokens.clear();
+    }
+
+    /// Keeps only the first `len` columns (e.g. to reuse a shared prompt prefix and try
+    /// another continuation). Does nothing when `len >= self.len()`.
+    pub fn truncate(&mut self, len: usize) {
+        if len >= self.len {
+            return;
+        }
+        for (pad, toks) in self.padding.iter_mut().zip(self.tokens.iter_mut()) {
+            *pad = (*pad).min(len);
+            toks.truncate(len - *pad);
+        }
+        self.len = len;
+    }
+
+    /// Allocates room for `columns` columns (at most `n_ctx`) for the current batch now,
+    /// so no later step reallocates.
+    pub fn reserve(&mut self, columns: usize) -> Result<()> {
+        let b = self.batch_size().max(1);
+        self.ensure(b, columns.min(self.n_ctx), true)
+    }
+
+    /// Makes room for `needed` columns for `batch` sequences. `keep`: keep the current
+    /// contents (else the cache is being refilled from scratch).
+    pub(crate) fn ensure(&mut self, batch: usize, needed: usize, keep: bool) -> Result<()> {
+        let same_batch = self.layers.first().map(|l| l.k.dim(0)).transpose()? == Some(batch);
+        if same_batch && needed <= self.capacity {
+            return Ok(());
+        }
+        // Grow geometrically, in multiples of 64 columns, capped at n_ctx.
+        let cap = needed
+            .max(2 * self.capacity)
+            .max(64)
+            .div_ceil(64)
+            .saturating_mul(64)
+            .min(self.n_ctx)
+            .max(needed);
+        if same_batch && keep && self.len > 0 {
+            self.layers = self
+                .layers
+                .iter()
+                .map(|l| l.regrow(cap, self.len))
+                .collect::<Result<_>>()?;
+        } else {
+            let shape = (batch, self.n_head, cap, self.head_dim);
+            self.layers = (0..self.n_layer)
+                .map(|_| LayerKv::zeros(shape, self.dtype, &self.device))
+                .collect::<Result<_>>()?;
+        }
+        self.capacity = cap;
+        Ok(())
+    }
+}
