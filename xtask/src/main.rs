@@ -1,4 +1,27 @@
-//! Project tasks: `cargo xtask <task>` (work in progress).
+//! Project tasks: `cargo xtask <task>` (the alias is in `.cargo/config.toml`).
+//!
+//! Each task is a module with its own clap `Args` and a `run` function.
+
+mod fetch_models;
+
+use clap::{Parser, Subcommand};
+
+/// gpt2-rs project tasks.
+#[derive(Parser)]
+#[command(name = "cargo xtask", about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Download GPT-2 weights (OpenAI's release or the Hugging Face hub) into a models directory.
+    FetchModels(fetch_models::Args),
+}
+
 fn main() -> anyhow::Result<()> {
-    anyhow::bail!("no xtask tasks yet")
+    match Cli::parse().task {
+        Task::FetchModels(args) => fetch_models::run(args),
+    }
 }
