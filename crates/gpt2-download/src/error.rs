@@ -132,7 +132,7 @@ pub enum DownloadError {
         context: String,
         /// The underlying error.
         #[source]
-        source: WeightsError,
+        source: Box<WeightsError>,
     },
 
     /// A model directory exists but is not a usable model.
@@ -142,7 +142,7 @@ pub enum DownloadError {
         dir: PathBuf,
         /// Why it does not load.
         #[source]
-        source: WeightsError,
+        source: Box<WeightsError>,
     },
 
     /// The path where a model should be exists but holds no model.

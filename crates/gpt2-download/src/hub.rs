@@ -134,7 +134,7 @@ pub(crate) fn fetch(
         .and_then(|w| w.verify())
         .map_err(|source| DownloadError::Weights {
             context: format!("checking the downloaded model in {}", out.display()),
-            source,
+            source: Box::new(source),
         })?;
     fsutil::rename(&out, target)?;
     fsutil::remove_dir_if_exists(&staging)?;

@@ -272,7 +272,7 @@ fn present(target: &Path, name: &str, reporter: &Reporter) -> Result<bool, Downl
     }
     gpt2_weights::Weights::open(target).map_err(|source| DownloadError::Invalid {
         dir: target.to_path_buf(),
-        source,
+        source: Box::new(source),
     })?;
     reporter.say(format!(
         "{name}: already present in {}, nothing to download",

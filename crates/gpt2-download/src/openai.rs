@@ -83,7 +83,7 @@ pub(crate) fn fetch(
                 "verifying the downloaded checkpoint in {} (its files were removed; run again to re-download)",
                 staging.display()
             ),
-            source,
+            source: Box::new(source),
         });
     }
 
@@ -94,7 +94,7 @@ pub(crate) fn fetch(
     gpt2_weights::convert(&staging, &converted, Dtype::F32).map_err(|source| {
         DownloadError::Weights {
             context: format!("converting {}", staging.display()),
-            source,
+            source: Box::new(source),
         }
     })?;
     for (hf_name, openai_name) in TOKENIZER_COPIES {
@@ -108,7 +108,7 @@ pub(crate) fn fetch(
         .and_then(|w| w.verify())
         .map_err(|source| DownloadError::Weights {
             context: format!("checking the converted model in {}", converted.display()),
-            source,
+            source: Box::new(source),
         })?;
     fsutil::rename(&converted, target)?;
 
