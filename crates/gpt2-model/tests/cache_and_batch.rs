@@ -1,0 +1,395 @@
+//! The KV cache gives the same logits as a full recompute; batched (left-padded) sequences
+//! give the same logits as each run alone; the context limit is enforced or slid.
+
+mod common;
+
+use common::*;
+use gpt2_model::{
+    Config, ContextOverflow, DType, Gpt2, KvCache, LoadOptions, Logits, ModelError, Tensor,
+};
+
+const TOL: f32 = 1e-4;
+
+fn tiny() -> Gpt2 {
+    Gpt2::load(repo_fixture("tiny/hf"), &LoadOptions::default()).expect("fixtures/tiny/hf")
+}
+
+/// Logits at every position of `ids` with no cache, `[n, vocab]`.
+fn full(model: &Gpt2, ids: &[u32]) -> Tensor {
+    model
+        .forward(&row(ids))
+        .expect("forward")
+        .squeeze(0)
+        .expect("squeeze")
+}
+
+fn prompt(n: usize, seed: u32) -> Vec<u32> {
+    (0..n as u32)
+        .map(|i| (i * 7919 + seed * 104_729 + 11) % 50257)
+        .collect()
+}
+
+#[test]
+fn cached_logits_equal_full_recompute() {
+    let model = tiny();
+    let ids = prompt(30, 1);
+    let reference = full(&model, &ids);
+    let mut cache = model.new_cache(ContextOverflow::Error);
+    // Prefill 7 (all positions), then a chunk of 3, then one token at a time.
+    let first = model
+        .prefill(&mut cache, &[&ids[..7]], Logits::All)
+        .expect("prefill");
+    let d = max_abs_diff(
+        &first.squeeze(0).expect("squeeze"),
+        &reference.narrow(0, 0, 7).expect("narrow"),
+    );
+    assert!(d <= TOL, "prefill: {d}");
+    let chunk = model
+        .extend(&mut cache, &[&ids[7..10]], Logits::All)
+        .expect("extend");
+    let d = max_abs_diff(
+        &chunk.squeeze(0).expect("squeeze"),
+        &reference.narrow(0, 7, 3).expect("narrow"),
+    );
+    assert!(d <= TOL, "chunk: {d}");
+    for t in 10..ids.len() {
+        let step = model.step(&mut cache, &[ids[t]]).expect("step");
+        let d = max_abs_diff(&step, &reference.narrow(0, t, 1).expect("narrow"));
+        assert!(d <= TOL, "position {t}: cached vs full {d}");
+    }
+    assert_eq!(cache.len(), ids.len());
+    assert_eq!(cache.tokens(0), Some(ids.as_slice()));
+}
+
+#[test]
+fn cached_greedy_equals_no_cache_argmax_loop() {
+    let model = tiny();
+    let mut ids = prompt(5, 2);
+    let cached = greedy(&model, &ids, 20);
+    for &want in &cached {
+        let logits = model.forward_last(&row(&ids)).expect("forward_last");
+        let next = logits
+            .argmax(1)
+            .and_then(|t| t.to_vec1::<u32>())
+            .expect("argmax")[0];
+        assert_eq!(next, want);
+        ids.push(next);
+    }
+}
+
+#[test]
+fn batch_of_different_lengths_matches_each_alone() {
+    let model = tiny();
+    let prompts = [prompt(9, 3), prompt(1, 4), prompt(4, 5)];
+    let refs: Vec<&[u32]> = prompts.iter().map(Vec::as_slice).collect();
+    let mut cache = model.new_cache(ContextOverflow::Error);
+    let all = model
+        .prefill(&mut cache, &refs, Logits::All)
+        .expect("prefill batch");
+    assert_eq!(all.dims(), &[3, 9, 50257]);
+    for (i, p) in prompts.iter().enumerate() {
+        let pad = cache.padding(i).expect("padding");
+        assert_eq!(pad, 9 - p.len());
+        let got = all
+            .get(i)
+            .and_then(|t| t.narrow(0, pad, p.len()))
+            .expect("slice");
+        let d = max_abs_diff(&got, &full(&model, p));
+        assert!(
+            d <= TOL,
+            "sequence {i} (len {}): batched vs alone {d}",
+            p.len()
+        );
+    }
+    // Decode 6 steps for the whole batch, feeding each sequence different tokens, and compare
+    // every step with the same sequence decoded alone.
+    let mut alone: Vec<(KvCache, Vec<u32>)> = prompts
+        .iter()
+        .map(|p| {
+            let mut c = model.new_cache(ContextOverflow::Error);
+            model
+                .prefill(&mut c, &[p], Logits::Last)
+                .expect("prefill alone");
+            (c, p.clone())
+        })
+        .collect();
+    for step in 0..6u32 {
+        let next: Vec<u32> = (0..3u32).map(|i| 100 + 17 * step + 1000 * i).collect();
+        let batched = model.step(&mut cache, &next).expect("batched step");
+        for (i, (c, hist)) in alone.iter_mut().enumerate() {
+            let single = model.step(c, &[next[i]]).expect("single step");
+            hist.push(next[i]);
+            let d = max_abs_diff(&batched.narrow(0, i, 1).expect("row"), &single);
+            assert!(d <= TOL, "step {step}, sequence {i}: batched vs alone {d}");
+            // And the same as a full recompute.
+            let reference = full(&model, hist);
+            let last = reference.narrow(0, hist.len() - 1, 1).expect("last");
+            assert!(max_abs_diff(&single, &last) <= TOL);
+        }
+    }
+    assert_eq!(cache.tokens(1).map(<[u32]>::len), Some(7));
+}
+
+#[test]
+fn batched_prefill_last_matches_forward_last() {
+    let model = tiny();
+    let prompts = [prompt(3, 6), prompt(8, 7)];
+    let refs: Vec<&[u32]> = prompts.iter().map(Vec::as_slice).collect();
+    let mut cache = model.new_cache(ContextOverflow::Error);
+    let last = model
+        .prefill(&mut cache, &refs, Logits::Last)
+        .expect("prefill");
+    assert_eq!(last.dims(), &[2, 50257]);
+    for (i, p) in prompts.iter().enumerate() {
+        let alone = model.forward_last(&row(p)).expect("forward_last");
+        assert!(max_abs_diff(&last.narrow(0, i, 1).expect("row"), &alone) <= TOL);
+    }
+}
+
+#[test]
+fn full_context_is_an_error_that_says_how_many_fit() {
+    let model = tiny(); // n_ctx 32
+    let n_ctx = model.config().n_ctx;
+    let mut cache = model.new_cache(ContextOverflow::Error);
+    model
+        .prefill(&mut cache, &[&prompt(30, 8)], Logits::Last)
+        .expect("prefill 30");
+    let err = model
+        .extend(&mut cache, &[&[1, 2, 3]], Logits::Last)
+        .expect_err("33 > 32");
+    match &err {
+        ModelError::ContextOverflow {
+            n_ctx: n,
+            cached,
+            requested,
+            fits,
+        } => {
+            assert_eq!((*n, *cached, *requested, *fits), (n_ctx, 30, 3, 2));
+        }
+        other => panic!("unexpected error {other}"),
+    }
+    let msg = err.to_string();
+    assert!(
+        msg.contains("only 2 more fit") && msg.contains("n_ctx = 32"),
+        "{msg}"
+    );
+    // Nothing changed: two more tokens still fit.
+    assert_eq!(cache.len(), 30);
+    model
+        .extend(&mut cache, &[&[1, 2]], Logits::Last)
+        .expect("exactly n_ctx");
+    assert!(matches!(
+        model.step(&mut cache, &[5]),
+        Err(ModelError::ContextOverflow { fits: 0, .. })
+    ));
+    // A prompt longer than n_ctx, and forward without a cache.
+    assert!(matches!(
+        model.prefill(&mut cache, &[&prompt(40, 9)], Logits::Last),
+        Err(ModelError::ContextOverflow {
+            requested: 40,
+            fits: 32,
+            ..
+        })
+    ));
+    assert!(matches!(
+        model.forward(&row(&prompt(33, 9))),
+        Err(ModelError::ContextOverflow { .. })
+    ));
+}
+
+#[test]
+fn slide_keeps_the_most_recent_n_ctx_tokens() {
+    let model = tiny();
+    let n_ctx = model.config().n_ctx;
+    let long = prompt(45, 10);
+    let mut cache = model.new_cache(ContextOverflow::Slide);
+    // A prompt longer than n_ctx: its last n_ctx tokens.
+    let got = model
+        .prefill(&mut cache, &[&long[..40]], Logits::Last)
+        .expect("prefill");
+    let want = model
+        .forward_last(&row(&long[40 - n_ctx..40]))
+        .expect("window");
+    assert!(max_abs_diff(&got, &want) <= TOL);
+    assert_eq!(cache.len(), n_ctx);
+    // Then one token at a time: each step sees the n_ctx most recent tokens.
+    for t in 40..45 {
+        let got = model.step(&mut cache, &[long[t]]).expect("step");
+        let want = model
+            .forward_last(&row(&long[t + 1 - n_ctx..=t]))
+            .expect("window");
+        assert!(max_abs_diff(&got, &want) <= TOL, "token {t}");
+        assert_eq!(cache.tokens(0), Some(&long[t + 1 - n_ctx..=t]));
+    }
+    // Logits::All returns the new tokens' logits.
+    let got = model
+        .extend(&mut cache, &[&[7, 8, 9]], Logits::All)
+        .expect("extend");
+    assert_eq!(got.dims(), &[1, 3, 50257]);
+}
+
+#[test]
+fn slide_in_a_batch() {
+    let model = tiny();
+    let n_ctx = model.config().n_ctx;
+    let (a, b) = (prompt(n_ctx, 11), prompt(10, 12));
+    let mut cache = model.new_cache(ContextOverflow::Slide);
+    model
+        .prefill(&mut cache, &[&a, &b], Logits::Last)
+        .expect("prefill");
+    let got = model.step(&mut cache, &[3, 4]).expect("slide step");
+    let mut ha = a.clone();
+    ha.push(3);
+    let mut hb = b.clone();
+    hb.push(4);
+    let want_a = model
+        .forward_last(&row(&ha[ha.len() - n_ctx..]))
+        .expect("a");
+    let want_b = model.forward_last(&row(&hb)).expect("b");
+    assert!(max_abs_diff(&got.narrow(0, 0, 1).expect("a"), &want_a) <= TOL);
+    assert!(max_abs_diff(&got.narrow(0, 1, 1).expect("b"), &want_b) <= TOL);
+}
+
+#[test]
+fn reset_and_truncate_reuse_one_cache() {
+    let model = tiny();
+    let (p, q) = (prompt(12, 13), prompt(6, 14));
+    let mut cache = model.new_cache(ContextOverflow::Error);
+    model
+        .prefill(&mut cache, &[&p], Logits::Last)
+        .expect("prefill p");
+    for t in [1u32, 2, 3] {
+        model.step(&mut cache, &[t]).expect("step");
+    }
+    // Truncate back to the prompt and continue differently.
+    cache.truncate(12);
+    assert_eq!(cache.tokens(0), Some(p.as_slice()));
+    let got = model.step(&mut cache, &[99]).expect("step after truncate");
+    let mut hist = p.clone();
+    hist.push(99);
+    assert!(max_abs_diff(&got, &model.forward_last(&row(&hist)).expect("ref")) <= TOL);
+    // Reset and start another sequence: same as a fresh cache.
+    cache.reset();
+    assert!(cache.is_empty());
+    let got = model
+        .prefill(&mut cache, &[&q], Logits::Last)
+        .expect("prefill q");
+    assert!(max_abs_diff(&got, &model.forward_last(&row(&q)).expect("ref")) <= TOL);
+}
+
+#[test]
+fn cache_grows_in_large_steps_not_per_token() {
+    let config = Config {
+        n_vocab: 50,
+        n_ctx: 300,
+        n_embd: 8,
+        n_head: 2,
+        n_layer: 2,
+        layer_norm_epsilon: 1e-5,
+    };
+    let model = Gpt2::random(&config, 3, &LoadOptions::default()).expect("random");
+    let mut cache = model.new_cache(ContextOverflow::Error);
+    model
+        .prefill(&mut cache, &[&[1, 2, 3]], Logits::Last)
+        .expect("prefill");
+    assert_eq!(cache.capacity(), 64);
+    let mut capacities = vec![cache.capacity()];
+    let mut hist = vec![1u32, 2, 3];
+    for t in 0..297u32 {
+        let logits = model.step(&mut cache, &[t % 50]).expect("step");
+        hist.push(t % 50);
+        if capacities.last() != Some(&cache.capacity()) {
+            capacities.push(cache.capacity());
+        }
+        if t % 61 == 0 {
+            // Growth keeps the cached keys/values intact.
+            let want = model.forward_last(&row(&hist)).expect("ref");
+            assert!(max_abs_diff(&logits, &want) <= TOL);
+        }
+    }
+    assert_eq!(capacities, vec![64, 128, 256, 300]);
+    cache.reserve(300).expect("reserve");
+    assert_eq!(cache.capacity(), 300);
+}
+
+#[test]
+fn bad_inputs_are_typed_errors() {
+    let model = tiny();
+    let mut cache = model.new_cache(ContextOverflow::Error);
+    let err = model
+        .prefill(&mut cache, &[&[1, 50257]], Logits::Last)
+        .expect_err("id out of range");
+    assert!(matches!(
+        err,
+        ModelError::TokenOutOfRange {
+            id: 50257,
+            sequence: 0,
+            position: 1,
+            n_vocab: 50257
+        }
+    ));
+    assert!(err.to_string().contains("50257"), "{err}");
+    assert!(matches!(
+        model.prefill(&mut cache, &[&[1], &[]], Logits::Last),
+        Err(ModelError::EmptySequence { sequence: 1 })
+    ));
+    assert!(matches!(
+        model.prefill(&mut cache, &[], Logits::Last),
+        Err(ModelError::BatchSize { .. })
+    ));
+    model
+        .prefill(&mut cache, &[&[1], &[2, 3]], Logits::Last)
+        .expect("prefill");
+    assert!(matches!(
+        model.step(&mut cache, &[1]),
+        Err(ModelError::BatchSize {
+            expected: 2,
+            found: 1
+        })
+    ));
+    assert!(matches!(
+        model.extend(&mut cache, &[&[1], &[2, 3]], Logits::Last),
+        Err(ModelError::RaggedExtend {
+            expected: 1,
+            sequence: 1,
+            found: 2
+        })
+    ));
+    assert!(matches!(
+        model.forward(&Tensor::new(&[1u32, 2], model.device()).expect("t")),
+        Err(ModelError::BadInput { .. })
+    ));
+    assert!(matches!(
+        model.forward(&Tensor::new(&[[1f32]], model.device()).expect("t")),
+        Err(ModelError::BadInput { .. })
+    ));
+}
+
+#[test]
+fn random_model_saves_and_loads_back_identically() {
+    let config = Config {
+        n_vocab: 60,
+        n_ctx: 16,
+        n_embd: 12,
+        n_head: 3,
+        n_layer: 2,
+        layer_norm_epsilon: 1e-5,
+    };
+    let model = Gpt2::random(&config, 5, &LoadOptions::default()).expect("random");
+    let other_seed = Gpt2::random(&config, 6, &LoadOptions::default()).expect("random");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("m");
+    model.save_hf(&path).expect("save_hf");
+    let loaded = Gpt2::load(&path, &LoadOptions::default()).expect("load");
+    assert_eq!(loaded.config(), &config);
+    let ids = row(&[1, 2, 3, 59]);
+    let a = model.forward(&ids).expect("a");
+    assert_eq!(max_abs_diff(&a, &loaded.forward(&ids).expect("b")), 0.0);
+    assert!(max_abs_diff(&a, &other_seed.forward(&ids).expect("c")) > 1e-3);
+    // f16 models save as f16.
+    let half = Gpt2::random(&config, 5, &LoadOptions::cpu(DType::F16)).expect("random f16");
+    let path16 = dir.path().join("m16");
+    half.save_hf(&path16).expect("save f16");
+    let w = gpt2_weights::Weights::open(&path16).expect("open");
+    assert_eq!(w.dtype(), gpt2_weights::Dtype::F16);
+}
