@@ -4,11 +4,13 @@
 
 mod fetch_models;
 
+use std::process::ExitCode;
+
 use clap::{Parser, Subcommand};
 
 /// gpt2-rs project tasks.
 #[derive(Parser)]
-#[command(name = "cargo xtask", about, long_about = None)]
+#[command(name = "cargo xtask", bin_name = "cargo xtask", about, long_about = None)]
 struct Cli {
     #[command(subcommand)]
     task: Task,
@@ -20,8 +22,19 @@ enum Task {
     FetchModels(fetch_models::Args),
 }
 
-fn main() -> anyhow::Result<()> {
-    match Cli::parse().task {
+fn main() -> ExitCode {
+    let result = match Cli::parse().task {
         Task::FetchModels(args) => fetch_models::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            // The error and its causes, one per line (no backtrace noise).
+            eprintln!("error: {err}");
+            for cause in err.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            ExitCode::FAILURE
+        }
     }
 }

@@ -307,11 +307,26 @@ fn classify_transport(url: &str, t: &ureq::Transport) -> Failure {
     if is_unreachable(t) {
         Failure::fatal(DownloadError::Unreachable {
             url: url.to_string(),
-            message: t.to_string(),
+            message: transport_message(t),
         })
     } else {
-        Failure::Transient(t.to_string(), None)
+        Failure::Transient(transport_message(t), None)
     }
+}
+
+/// A transport error without its URL (the messages name the URL themselves):
+/// `Connection Failed: Connect error: Connection refused (os error 111)`.
+pub(crate) fn transport_message(t: &ureq::Transport) -> String {
+    let mut msg = t.kind().to_string();
+    if let Some(m) = t.message() {
+        msg.push_str(": ");
+        msg.push_str(m);
+    }
+    if let Some(source) = std::error::Error::source(t) {
+        msg.push_str(": ");
+        msg.push_str(&source.to_string());
+    }
+    msg
 }
 
 /// True for transport errors that mean "the server cannot be reached at all".

@@ -117,7 +117,7 @@ pub(crate) fn fetch(
                     HF_FILES.join(", ")
                 ),
             })?;
-        let progress = reporter.file(&format!("{repo_id}/{file}"));
+        let progress = reporter.file(&format!("{name}/{file}"));
         let pointer = repo
             .download_with_progress(file, progress)
             .map_err(|e| hub_error(repo_id, file, e))?;

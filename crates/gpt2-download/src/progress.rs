@@ -64,9 +64,9 @@ impl FileProgress {
         }
         if self.tty {
             let bar = self.bar.get_or_insert_with(|| {
-                let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+                let bar = ProgressBar::with_draw_target(total, ProgressDrawTarget::stderr());
                 let style = ProgressStyle::with_template(
-                    "{msg:<28} [{bar:30.cyan/blue}] {bytes:>10}/{total_bytes:<10} {binary_bytes_per_sec:>12} ETA {eta}",
+                    "{msg} [{wide_bar:.cyan/blue}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta}",
                 )
                 .unwrap_or_else(|_| ProgressStyle::default_bar())
                 .progress_chars("=> ");
@@ -112,6 +112,8 @@ impl FileProgress {
         }
         if let Some(bar) = self.bar.take() {
             bar.finish();
+            // indicatif leaves the cursor at the end of the finished bar.
+            eprintln!();
         } else {
             let secs = self.start.elapsed().as_secs_f64();
             let fetched = self.position.saturating_sub(self.resumed_from);
@@ -132,6 +134,7 @@ impl FileProgress {
     pub(crate) fn abandon(&mut self) {
         if let Some(bar) = self.bar.take() {
             bar.abandon();
+            eprintln!();
         }
     }
 }
