@@ -1,24 +1,284 @@
-//! Writing Hugging Face directories (work in progress).
-use crate::{Config, Dtype, TensorView, WeightsError};
-use std::path::Path;
-/// Writes an HF directory (not yet implemented).
+//! Writing Hugging Face model directories: [`save_hf`] and [`convert`].
+//!
+//! Every write is atomic at the directory level: files are written into a temporary
+//! directory beside the destination (`.NAME.partial-XXXXXX`), flushed to disk, and the
+//! directory is renamed to its final name only when complete. An interrupted or failed
+//! write therefore never leaves a directory at the destination; a crash can at worst
+//! leave a `.partial-` directory, which no reader mistakes for a model.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use crate::error::Mismatch;
+use crate::names::expected_shapes;
+use crate::{Config, Dtype, Layout, TensorView, Weights, WeightsError};
+
+/// Writes a Hugging Face layout directory (`config.json` + `model.safetensors`) at `to`,
+/// atomically (see the module docs). `to` must not exist.
+///
+/// `tensors` must be exactly the canonical tensors of `config`
+/// ([`expected_tensors`](crate::expected_tensors)), with matching shapes; anything else
+/// is an error and nothing is written.
+///
+/// ```
+/// use std::borrow::Cow;
+/// use gpt2_weights::{expected_tensors, save_hf, Config, Dtype, TensorView, Weights};
+/// let config = Config { n_vocab: 8, n_ctx: 4, n_embd: 4, n_head: 2, n_layer: 1, layer_norm_epsilon: 1e-5 };
+/// let tensors: Vec<(String, TensorView)> = expected_tensors(&config)
+///     .into_iter()
+///     .map(|(name, shape)| {
+///         let n: usize = shape.iter().product();
+///         (name, TensorView { dtype: Dtype::F32, shape, data: Cow::Owned(vec![0u8; 4 * n]) })
+///     })
+///     .collect();
+/// let dir = tempfile::tempdir()?;
+/// let to = dir.path().join("model");
+/// save_hf(&to, &config, &tensors)?;
+/// assert_eq!(Weights::open(&to)?.config(), &config);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub fn save_hf(
     to: &Path,
-    _config: &Config,
-    _tensors: &[(String, TensorView<'_>)],
+    config: &Config,
+    tensors: &[(String, TensorView<'_>)],
 ) -> Result<(), WeightsError> {
-    Err(WeightsError::DestinationExists(to.to_path_buf()))
+    save_hf_with_files(to, config, tensors, &[])
 }
-/// Writes an HF directory with extra files (not yet implemented).
+
+/// [`save_hf`], also copying `files` into the new directory: each `(source path,
+/// file name in the new directory)`, e.g. `("models/124M/encoder.json", "vocab.json")`.
 pub fn save_hf_with_files(
     to: &Path,
-    _config: &Config,
-    _tensors: &[(String, TensorView<'_>)],
-    _files: &[(std::path::PathBuf, String)],
+    config: &Config,
+    tensors: &[(String, TensorView<'_>)],
+    files: &[(PathBuf, String)],
 ) -> Result<(), WeightsError> {
-    Err(WeightsError::DestinationExists(to.to_path_buf()))
+    let views: Vec<(&str, &TensorView<'_>)> =
+        tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
+    write_hf_dir(to, config, views, files)
 }
-/// Converts (not yet implemented).
-pub fn convert(_from: &Path, to: &Path, _dtype: Dtype) -> Result<(), WeightsError> {
-    Err(WeightsError::DestinationExists(to.to_path_buf()))
+
+/// Converts a model directory of either layout (typically OpenAI's release) into a
+/// Hugging Face layout directory at `to`, with every tensor stored as `dtype`.
+///
+/// - Every tensor is read through [`Weights::tensor`], so TensorFlow checksums are
+///   verified before anything is renamed into place.
+/// - `f32` from `f32` is lossless (the bytes are copied as they are); `f16`/`bf16` round
+///   to nearest even.
+/// - Tokenizer files come along: from an OpenAI directory `encoder.json` → `vocab.json`
+///   and `vocab.bpe` → `merges.txt`; from a Hugging Face directory `vocab.json`,
+///   `merges.txt`, `tokenizer.json`, `tokenizer_config.json`,
+///   `special_tokens_map.json` and `generation_config.json` — each when present.
+/// - Atomic (see the module docs); `to` must not exist.
+///
+/// Each tensor is cast while it is written, so converting needs memory for one cast
+/// tensor at a time, not a second copy of the model. (Another storage type is added
+/// by extending [`Dtype`] and the cast in [`TensorView::to_dtype`].)
+///
+/// ```no_run
+/// use gpt2_weights::{convert, Dtype};
+/// convert("models/124M".as_ref(), "models/gpt2-f16".as_ref(), Dtype::F16)?;
+/// # Ok::<(), gpt2_weights::WeightsError>(())
+/// ```
+pub fn convert(from: &Path, to: &Path, dtype: Dtype) -> Result<(), WeightsError> {
+    if to.symlink_metadata().is_ok() {
+        return Err(WeightsError::DestinationExists(to.to_path_buf()));
+    }
+    let weights = Weights::open(from)?;
+    let mut tensors = Vec::new();
+    for name in weights.names() {
+        let view = weights.tensor(name)?;
+        tensors.push((name, Cast { view, dtype }));
+    }
+    let files = tokenizer_files(from, weights.layout());
+    write_hf_dir(to, weights.config(), tensors, &files)
+}
+
+/// The tokenizer (and generation) files to copy from a model directory.
+fn tokenizer_files(from: &Path, layout: Layout) -> Vec<(PathBuf, String)> {
+    let pairs: &[(&str, &str)] = match layout {
+        Layout::OpenAi => &[("encoder.json", "vocab.json"), ("vocab.bpe", "merges.txt")],
+        Layout::HuggingFace => &[
+            ("vocab.json", "vocab.json"),
+            ("merges.txt", "merges.txt"),
+            ("tokenizer.json", "tokenizer.json"),
+            ("tokenizer_config.json", "tokenizer_config.json"),
+            ("special_tokens_map.json", "special_tokens_map.json"),
+            ("generation_config.json", "generation_config.json"),
+        ],
+    };
+    pairs
+        .iter()
+        .map(|(src, dst)| (from.join(src), dst.to_string()))
+        .filter(|(src, _)| src.is_file())
+        .collect()
+}
+
+/// A tensor cast to `dtype` when the safetensors writer asks for its bytes.
+struct Cast<'a> {
+    view: TensorView<'a>,
+    dtype: Dtype,
+}
+
+impl safetensors::View for Cast<'_> {
+    fn dtype(&self) -> safetensors::Dtype {
+        self.dtype.to_safetensors()
+    }
+    fn shape(&self) -> &[usize] {
+        &self.view.shape
+    }
+    fn data(&self) -> Cow<'_, [u8]> {
+        match self.view.to_dtype(self.dtype).data {
+            Cow::Borrowed(b) => Cow::Borrowed(b),
+            Cow::Owned(v) => Cow::Owned(v),
+        }
+    }
+    fn data_len(&self) -> usize {
+        self.view.num_elements() * self.dtype.size_in_bytes()
+    }
+}
+
+trait Shaped {
+    fn shape_of(&self) -> &[usize];
+    fn len_ok(&self) -> bool;
+}
+
+impl Shaped for &TensorView<'_> {
+    fn shape_of(&self) -> &[usize] {
+        &self.shape
+    }
+    fn len_ok(&self) -> bool {
+        self.shape
+            .iter()
+            .try_fold(self.dtype.size_in_bytes(), |a, &d| a.checked_mul(d))
+            == Some(self.data.len())
+    }
+}
+
+impl Shaped for Cast<'_> {
+    fn shape_of(&self) -> &[usize] {
+        &self.view.shape
+    }
+    fn len_ok(&self) -> bool {
+        (&self.view).len_ok()
+    }
+}
+
+fn write_hf_dir<V: safetensors::View + Shaped>(
+    to: &Path,
+    config: &Config,
+    tensors: Vec<(&str, V)>,
+    files: &[(PathBuf, String)],
+) -> Result<(), WeightsError> {
+    config.validate()?;
+    check_tensors(to, config, &tensors)?;
+    for (src, dst) in files {
+        if Path::new(dst).file_name().and_then(|f| f.to_str()) != Some(dst.as_str())
+            || matches!(dst.as_str(), "config.json" | "model.safetensors")
+        {
+            return Err(WeightsError::format(
+                to.display(),
+                format!(
+                    "cannot copy {} to `{dst}`: not a plain, free file name",
+                    src.display()
+                ),
+            ));
+        }
+    }
+    if to.symlink_metadata().is_ok() {
+        return Err(WeightsError::DestinationExists(to.to_path_buf()));
+    }
+    let name = to
+        .file_name()
+        .ok_or_else(|| WeightsError::format(to.display(), "destination has no directory name"))?;
+    let parent = match to.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&parent).map_err(|e| WeightsError::io(&parent, e))?;
+    let tmp = tempfile::Builder::new()
+        .prefix(&format!(".{}.partial-", name.to_string_lossy()))
+        .tempdir_in(&parent)
+        .map_err(|e| WeightsError::io(&parent, e))?;
+
+    let config_path = tmp.path().join("config.json");
+    let mut json = serde_json::to_string_pretty(&config.to_config_json())
+        .map_err(|e| WeightsError::format(config_path.display(), e.to_string()))?;
+    json.push('\n');
+    std::fs::write(&config_path, json).map_err(|e| WeightsError::io(&config_path, e))?;
+
+    let model_path = tmp.path().join("model.safetensors");
+    let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
+    safetensors::serialize_to_file(tensors, Some(metadata), &model_path).map_err(|e| match e {
+        safetensors::SafeTensorError::IoError(io) => WeightsError::io(&model_path, io),
+        other => WeightsError::format(model_path.display(), other.to_string()),
+    })?;
+
+    let mut written = vec![config_path, model_path];
+    for (src, dst) in files {
+        let path = tmp.path().join(dst);
+        std::fs::copy(src, &path).map_err(|e| WeightsError::io(src, e))?;
+        written.push(path);
+    }
+    for path in &written {
+        File::open(path)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| WeightsError::io(path, e))?;
+    }
+    // Complete: move it into place. (A failure here drops `tmp`, which removes it.)
+    if to.symlink_metadata().is_ok() {
+        return Err(WeightsError::DestinationExists(to.to_path_buf()));
+    }
+    std::fs::rename(tmp.path(), to).map_err(|e| WeightsError::io(to, e))?;
+    // The directory now lives at `to`; don't let the guard delete it.
+    let _ = tmp.keep();
+    if let Ok(dir) = File::open(&parent) {
+        let _ = dir.sync_all();
+    }
+    Ok(())
+}
+
+fn check_tensors<V: Shaped>(
+    to: &Path,
+    config: &Config,
+    tensors: &[(&str, V)],
+) -> Result<(), WeightsError> {
+    let mut given: HashMap<&str, &V> = HashMap::new();
+    let mut mismatch = Mismatch::default();
+    for (name, t) in tensors {
+        if given.insert(name, t).is_some() {
+            return Err(WeightsError::format(
+                to.display(),
+                format!("tensor `{name}` given twice"),
+            ));
+        }
+        if !t.len_ok() {
+            return Err(WeightsError::format(
+                to.display(),
+                format!("tensor `{name}`: data length does not match its shape and dtype"),
+            ));
+        }
+    }
+    for (name, shape) in expected_shapes(config) {
+        match given.remove(name.as_str()) {
+            None => mismatch.missing.push(name),
+            Some(t) if t.shape_of() != shape.as_slice() => {
+                let found = t.shape_of().to_vec();
+                mismatch.wrong_shape.push((name, shape, found))
+            }
+            Some(_) => {}
+        }
+    }
+    mismatch.unexpected = given.into_keys().map(str::to_string).collect();
+    mismatch.unexpected.sort();
+    if mismatch.is_empty() {
+        Ok(())
+    } else {
+        Err(WeightsError::Mismatch {
+            dir: to.to_path_buf(),
+            mismatch,
+        })
+    }
 }

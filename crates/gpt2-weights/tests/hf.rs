@@ -62,3 +62,78 @@ fn shared_tiny_hf_loads() {
         (50257, 128, 64, 4, 2)
     );
 }
+
+/// Real hub files: `transformer.` prefixes, attention-mask buffers, a tied lm_head.
+#[test]
+fn transformers_style_names_and_buffers() {
+    let w = Weights::open(&common::fixtures("micro/hf")).unwrap();
+    let mut tensors: Vec<(String, gpt2_weights::TensorView)> = w
+        .names()
+        .map(|n| (format!("transformer.{n}"), w.tensor(n).unwrap()))
+        .collect();
+    let mask = gpt2_weights::TensorView {
+        dtype: Dtype::F32,
+        shape: vec![1, 1, 16, 16],
+        data: Cow::Owned(vec![0u8; 16 * 16 * 4]),
+    };
+    tensors.push(("transformer.h.0.attn.bias".into(), mask.clone()));
+    tensors.push(("h.0.attn.masked_bias".into(), mask.clone()));
+    tensors.push(("lm_head.weight".into(), w.tensor("wte.weight").unwrap()));
+    let (_tmp, dir) = common::copy_dir(&common::fixtures("micro/hf"));
+    let path = dir.join("model.safetensors");
+    std::fs::remove_file(&path).unwrap();
+    safetensors::serialize_to_file(tensors.iter().map(|(n, t)| (n.as_str(), t)), None, &path)
+        .unwrap();
+    let v = Weights::open(&dir).unwrap();
+    for name in w.names() {
+        assert_eq!(v.tensor(name).unwrap(), w.tensor(name).unwrap());
+    }
+    assert_eq!(
+        v.infos().next().unwrap().stored_name,
+        "transformer.wte.weight"
+    );
+}
+
+/// Sharded safetensors: `model.safetensors.index.json` + several files.
+#[test]
+fn sharded_safetensors() {
+    let w = Weights::open(&common::fixtures("micro/hf")).unwrap();
+    let names: Vec<&str> = w.names().collect();
+    let (first, second) = names.split_at(names.len() / 2);
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    std::fs::copy(
+        common::fixtures("micro/hf/config.json"),
+        dir.join("config.json"),
+    )
+    .unwrap();
+    let mut weight_map = serde_json::Map::new();
+    for (file, part) in [
+        ("model-00001-of-00002.safetensors", first),
+        ("model-00002-of-00002.safetensors", second),
+    ] {
+        let tensors: Vec<(&str, gpt2_weights::TensorView)> =
+            part.iter().map(|&n| (n, w.tensor(n).unwrap())).collect();
+        safetensors::serialize_to_file(tensors.iter().map(|(n, t)| (*n, t)), None, &dir.join(file))
+            .unwrap();
+        for n in part {
+            weight_map.insert(n.to_string(), file.into());
+        }
+    }
+    let index = serde_json::json!({"metadata": {"total_size": 0}, "weight_map": weight_map});
+    std::fs::write(dir.join("model.safetensors.index.json"), index.to_string()).unwrap();
+    let v = Weights::open(dir).unwrap();
+    assert_eq!(v.layout(), Layout::HuggingFace);
+    for name in w.names() {
+        assert_eq!(v.tensor(name).unwrap(), w.tensor(name).unwrap());
+    }
+
+    // A shard listed but absent, and a path escaping the directory.
+    std::fs::remove_file(dir.join("model-00002-of-00002.safetensors")).unwrap();
+    let err = Weights::open(dir).unwrap_err().to_string();
+    assert!(err.contains("model-00002-of-00002.safetensors"), "{err}");
+    let bad = serde_json::json!({"weight_map": {"wte.weight": "../model.safetensors"}});
+    std::fs::write(dir.join("model.safetensors.index.json"), bad.to_string()).unwrap();
+    let err = Weights::open(dir).unwrap_err().to_string();
+    assert!(err.contains("not a plain file name"), "{err}");
+}

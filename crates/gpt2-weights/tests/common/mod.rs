@@ -26,3 +26,124 @@ pub fn shared(rel: &str) -> Option<PathBuf> {
         None
     }
 }
+
+/// Copies a fixture directory into a new temporary directory (as `<tmp>/model`).
+pub fn copy_dir(from: &std::path::Path) -> (tempfile::TempDir, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let to = tmp.path().join("model");
+    std::fs::create_dir(&to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_file() {
+            std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+        }
+    }
+    (tmp, to)
+}
+
+/// Every file under `dir`, recursively, relative to it, sorted.
+pub fn list_tree(dir: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    fn walk(base: &std::path::Path, d: &std::path::Path, out: &mut Vec<String>) {
+        for e in std::fs::read_dir(d).unwrap() {
+            let e = e.unwrap();
+            let p = e.path();
+            out.push(p.strip_prefix(base).unwrap().display().to_string());
+            if p.is_dir() {
+                walk(base, &p, out);
+            }
+        }
+    }
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
+}
+
+/// Serializes an index back into TensorFlow's format (uncompressed blocks, one restart
+/// point per entry) — enough to build checkpoints the fixtures don't have.
+pub fn index_bytes(index: &gpt2_weights::tf::CheckpointIndex) -> Vec<u8> {
+    fn varint(mut v: u64, out: &mut Vec<u8>) {
+        while v >= 0x80 {
+            out.push((v as u8) | 0x80);
+            v >>= 7;
+        }
+        out.push(v as u8);
+    }
+    fn field_varint(n: u64, v: u64, out: &mut Vec<u8>) {
+        if v != 0 {
+            varint(n << 3, out);
+            varint(v, out);
+        }
+    }
+    fn block(entries: &[(Vec<u8>, Vec<u8>)]) -> Vec<u8> {
+        let mut b = Vec::new();
+        let mut restarts = Vec::new();
+        for (k, v) in entries {
+            restarts.push(b.len() as u32);
+            varint(0, &mut b);
+            varint(k.len() as u64, &mut b);
+            varint(v.len() as u64, &mut b);
+            b.extend_from_slice(k);
+            b.extend_from_slice(v);
+        }
+        if restarts.is_empty() {
+            restarts.push(0);
+        }
+        for r in &restarts {
+            b.extend_from_slice(&r.to_le_bytes());
+        }
+        b.extend_from_slice(&(restarts.len() as u32).to_le_bytes());
+        b
+    }
+    fn write_block(file: &mut Vec<u8>, data: &[u8]) -> (u64, u64) {
+        let off = file.len() as u64;
+        file.extend_from_slice(data);
+        file.push(0);
+        let crc = crc32c::crc32c_append(crc32c::crc32c(data), &[0]);
+        file.extend_from_slice(&gpt2_weights::tf::mask_crc(crc).to_le_bytes());
+        (off, data.len() as u64)
+    }
+    let mut entries = Vec::new();
+    let mut header = Vec::new();
+    field_varint(1, index.header.num_shards.into(), &mut header);
+    field_varint(2, index.header.endianness.into(), &mut header);
+    entries.push((Vec::new(), header));
+    for (name, e) in &index.entries {
+        let mut m = Vec::new();
+        field_varint(1, e.dtype.into(), &mut m);
+        let mut shape = Vec::new();
+        for &d in &e.shape {
+            let mut dim = Vec::new();
+            field_varint(1, d, &mut dim);
+            varint(2 << 3 | 2, &mut shape);
+            varint(dim.len() as u64, &mut shape);
+            shape.extend_from_slice(&dim);
+        }
+        varint(2 << 3 | 2, &mut m);
+        varint(shape.len() as u64, &mut m);
+        m.extend_from_slice(&shape);
+        field_varint(3, e.shard_id.into(), &mut m);
+        field_varint(4, e.offset, &mut m);
+        field_varint(5, e.size, &mut m);
+        varint(6 << 3 | 5, &mut m);
+        m.extend_from_slice(&gpt2_weights::tf::mask_crc(e.crc32c).to_le_bytes());
+        entries.push((name.as_bytes().to_vec(), m));
+    }
+    let mut file = Vec::new();
+    let data = write_block(&mut file, &block(&entries));
+    let meta = write_block(&mut file, &block(&[]));
+    let mut handle = Vec::new();
+    varint(data.0, &mut handle);
+    varint(data.1, &mut handle);
+    let last_key = entries.last().map(|(k, _)| k.clone()).unwrap_or_default();
+    let index_block = write_block(&mut file, &block(&[(last_key, handle)]));
+    let mut footer = Vec::new();
+    varint(meta.0, &mut footer);
+    varint(meta.1, &mut footer);
+    varint(index_block.0, &mut footer);
+    varint(index_block.1, &mut footer);
+    footer.resize(40, 0);
+    footer.extend_from_slice(&0xdb47_7524_8b80_fb57u64.to_le_bytes());
+    file.extend_from_slice(&footer);
+    file
+}
