@@ -25,12 +25,15 @@ enum Command {
     Tokenize(cmd::tokenize::Args),
     /// Decode GPT-2 token ids back into text.
     Detokenize(cmd::detokenize::Args),
+    /// Write a model's logits for a prompt to a safetensors file.
+    Logits(cmd::logits::Args),
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Tokenize(args) => cmd::tokenize::run(args),
         Command::Detokenize(args) => cmd::detokenize::run(args),
+        Command::Logits(args) => cmd::logits::run(args),
     }
 }
 

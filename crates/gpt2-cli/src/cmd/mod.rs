@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub mod detokenize;
+pub mod logits;
 pub mod tokenize;
 
 /// An error in what the user typed (as opposed to a failure while running).
