@@ -23,14 +23,14 @@ pub struct Args {
     /// (the Hugging Face hub).
     #[arg(long, default_value = "openai", value_parser = parse_source)]
     source: Source,
-    /// Directory receiving <dir>/<size>/ (e.g. models/124M).
+    /// Directory receiving DIR/SIZE/ (e.g. models/124M).
     #[arg(long, default_value = "models")]
     dir: PathBuf,
-    /// Keep OpenAI's original files in <dir>/<size>-openai/ (default: removed after conversion).
+    /// Keep OpenAI's original files in DIR/SIZE-openai/ (default: removed after conversion).
     #[arg(long)]
     keep_original: bool,
-    /// Base URL of OpenAI's release (files at <URL>/<size>/<file>); default
-    /// $GPT2_OPENAI_BASE_URL or https://openaipublic.blob.core.windows.net/gpt-2/models.
+    /// Base URL of OpenAI's release (files at URL/SIZE/FILE); default $GPT2_OPENAI_BASE_URL,
+    /// else OpenAI's blob storage (openaipublic.blob.core.windows.net/gpt-2/models).
     #[arg(long, value_name = "URL")]
     base_url: Option<String>,
     /// No progress output.
