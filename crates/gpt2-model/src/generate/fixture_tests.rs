@@ -12,6 +12,8 @@ use crate::{Gpt2, LoadOptions};
 
 struct Reference {
     prompts: Vec<(Vec<u32>, Vec<u32>)>, // (prompt ids, greedy ids)
+    /// (logprob.sum, logprob_with_bos.sum) per prompt, where they apply.
+    logprobs: Vec<(Option<f64>, Option<f64>)>,
 }
 
 fn read_reference(path: &Path) -> Reference {
@@ -30,6 +32,17 @@ fn read_reference(path: &Path) -> Reference {
             .unwrap()
             .iter()
             .map(|p| (ids(&p["ids"]), ids(&p["greedy"]["ids"])))
+            .collect(),
+        logprobs: json["prompts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                (
+                    p["logprob"]["sum"].as_f64(),
+                    p["logprob_with_bos"]["sum"].as_f64(),
+                )
+            })
             .collect(),
     }
 }
@@ -208,5 +221,43 @@ fn reported_logprobs_are_the_models() {
         let sum: f32 = t.alternatives.iter().map(|a| a.prob()).sum();
         assert!(sum <= 1.0 + 1e-6);
         context.push(t.id);
+    }
+}
+
+#[test]
+fn scores_match_the_reference_logprobs() {
+    for (dir, refs) in fixture_models() {
+        let model = Gpt2::load(&dir, &LoadOptions::default()).unwrap();
+        let reference = read_reference(&refs);
+        for ((prompt, _), (plain, with_bos)) in reference.prompts.iter().zip(&reference.logprobs) {
+            let r = score(&model, prompt, &ScoreOptions::default()).unwrap();
+            match plain {
+                Some(want) => assert!((r.logprob - want).abs() < 1e-3, "{} vs {want}", r.logprob),
+                None => assert_eq!(r.n_scored, 0),
+            }
+            if let Some(want) = with_bos {
+                let opts = ScoreOptions {
+                    prepend_bos: true,
+                    ..Default::default()
+                };
+                let r = score(&model, prompt, &opts).unwrap();
+                assert_eq!(r.n_scored, prompt.len());
+                assert!((r.logprob - want).abs() < 1e-3, "{} vs {want}", r.logprob);
+            }
+            // A stride small enough to need several windows still scores every token once.
+            let n_ctx = model.config().n_ctx;
+            let long: Vec<u32> = prompt.iter().cycle().take(n_ctx * 2 + 3).copied().collect();
+            let r = score(
+                &model,
+                &long,
+                &ScoreOptions {
+                    stride: Some(n_ctx / 4),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+            assert_eq!(r.n_scored, long.len() - 1);
+            assert!(r.windows > 2);
+        }
     }
 }

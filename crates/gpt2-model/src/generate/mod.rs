@@ -9,9 +9,11 @@
 //!   `<|endoftext|>`, a stop string, `max_new_tokens` or a full context.
 //! - [`Session`]: a loaded [`Gpt2`](crate::Gpt2) with its KV cache, the [`LanguageModel`] to generate
 //!   with; [`generate_batch`] generates from several prompts in one batch.
+//! - [`score`]: log-probabilities and perplexity of a text, with a sliding window past `n_ctx`.
 
 mod params;
 mod sampler;
+mod score;
 mod session;
 mod stop;
 mod stream;
@@ -24,6 +26,7 @@ pub use sampler::{
     apply_repetition_penalty, argmax, log_softmax, log_sum_exp, sampling_distribution,
     softmax_with_temperature, top_ids, Candidate, Sample, Sampler,
 };
+pub use score::{score, ScoreError, ScoreOptions, ScoreResult, TokenScore};
 pub use session::{generate_batch, BatchOutput, Session};
 pub use stop::StopMatcher;
 pub use stream::{
