@@ -25,6 +25,10 @@ enum Command {
     Tokenize(cmd::tokenize::Args),
     /// Decode GPT-2 token ids back into text.
     Detokenize(cmd::detokenize::Args),
+    /// Convert weights (OpenAI's release or HF) to a Hugging Face directory.
+    Convert(cmd::convert::Args),
+    /// Show a model directory's layout, config, dtype and tensors.
+    Inspect(cmd::inspect::Args),
     /// Write a model's logits for a prompt to a safetensors file.
     Logits(cmd::logits::Args),
 }
@@ -33,6 +37,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Tokenize(args) => cmd::tokenize::run(args),
         Command::Detokenize(args) => cmd::detokenize::run(args),
+        Command::Convert(args) => cmd::convert::run(args),
+        Command::Inspect(args) => cmd::inspect::run(args),
         Command::Logits(args) => cmd::logits::run(args),
     }
 }

@@ -1,6 +1,8 @@
 //! One module per subcommand.
 
+pub mod convert;
 pub mod detokenize;
+pub mod inspect;
 pub mod logits;
 pub mod tokenize;
 
