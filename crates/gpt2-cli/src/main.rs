@@ -21,6 +21,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Generate text from a prompt (streamed to stdout).
+    Generate(cmd::generate::Args),
+    /// Score a text: per-token log-probabilities and perplexity.
+    Score(cmd::score::Args),
     /// Encode text into GPT-2 token ids.
     Tokenize(cmd::tokenize::Args),
     /// Decode GPT-2 token ids back into text.
@@ -35,6 +39,8 @@ enum Command {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Generate(args) => cmd::generate::run(args),
+        Command::Score(args) => cmd::score::run(args),
         Command::Tokenize(args) => cmd::tokenize::run(args),
         Command::Detokenize(args) => cmd::detokenize::run(args),
         Command::Convert(args) => cmd::convert::run(args),

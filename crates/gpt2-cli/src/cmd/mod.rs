@@ -2,8 +2,11 @@
 
 pub mod convert;
 pub mod detokenize;
+pub mod generate;
 pub mod inspect;
+pub mod load;
 pub mod logits;
+pub mod score;
 pub mod tokenize;
 
 /// An error in what the user typed (as opposed to a failure while running).

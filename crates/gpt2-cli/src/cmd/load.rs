@@ -1,0 +1,172 @@
+//! Loading a model and its tokenizer for the commands that run one (`generate`, `score`, ...).
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use gpt2_model::{DType, Gpt2, LoadOptions};
+use gpt2_tokenizer::Tokenizer;
+
+use super::UsageError;
+
+/// Compute dtype on the CPU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DtypeArg {
+    /// 32-bit floats: the reference numbers.
+    F32,
+    /// 16-bit floats: half the memory traffic, slightly different numbers.
+    F16,
+}
+
+/// Which model to run and how: shared by every command that loads one.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ModelArgs {
+    /// The model: a size (124M, 355M, 774M, 1558M), a hub name (gpt2, gpt2-medium, gpt2-large,
+    /// gpt2-xl), or a model directory in either layout (OpenAI's release or Hugging Face's).
+    /// A name not found locally is downloaded.
+    #[arg(short, long, default_value = "124M", value_name = "NAME|DIR")]
+    pub model: String,
+
+    /// Where model names are looked up (and downloaded to) first; then $GPT2_MODELS_DIR,
+    /// ./models and the user cache directory.
+    #[arg(long, value_name = "DIR")]
+    pub models_dir: Option<PathBuf>,
+
+    /// Never download: fail if the model is not on disk.
+    #[arg(long)]
+    pub offline: bool,
+
+    /// Compute dtype.
+    #[arg(long, value_enum, default_value_t = DtypeArg::F32)]
+    pub dtype: DtypeArg,
+
+    /// CPU threads for the tensor kernels (default: the number of physical cores, or
+    /// $RAYON_NUM_THREADS).
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+}
+
+/// A loaded model, its tokenizer, and how long loading took.
+pub struct Loaded {
+    /// The model.
+    pub model: Gpt2,
+    /// The tokenizer (the model directory's files, or GPT-2's embedded vocabulary).
+    pub tokenizer: Tokenizer,
+    /// The model directory.
+    pub dir: PathBuf,
+    /// Time to resolve and load the model and the tokenizer (a download included).
+    pub load_time: Duration,
+}
+
+/// Sets the CPU thread count for candle's kernels. Candle (and rayon) read it once, at the
+/// first tensor operation, from `RAYON_NUM_THREADS` (candle also honours `CANDLE_NUM_THREADS`),
+/// so this must run before the model is built.
+pub fn set_threads(threads: Option<usize>) -> anyhow::Result<()> {
+    match threads {
+        None => Ok(()),
+        Some(0) => Err(UsageError("--threads must be at least 1, got 0".into()).into()),
+        Some(n) => {
+            std::env::set_var("RAYON_NUM_THREADS", n.to_string());
+            std::env::set_var("CANDLE_NUM_THREADS", n.to_string());
+            Ok(())
+        }
+    }
+}
+
+/// Whether `dir` holds tokenizer files of any layout.
+fn has_tokenizer_files(dir: &Path) -> bool {
+    ["encoder.json", "vocab.json", "tokenizer.json"]
+        .iter()
+        .any(|name| dir.join(name).is_file())
+}
+
+/// Resolves `--model` (downloading a named model when needed), loads it and its tokenizer.
+pub fn load(args: &ModelArgs) -> anyhow::Result<Loaded> {
+    set_threads(args.threads)?;
+    let start = Instant::now();
+    let resolve = gpt2_download::ResolveOptions {
+        models_dir: args.models_dir.clone(),
+        offline: args.offline,
+        ..Default::default()
+    };
+    let dir = match gpt2_download::resolve_model(&args.model, &resolve) {
+        Ok(dir) => dir,
+        // A name or path that cannot be a model is a usage error; a failed download is not.
+        Err(
+            err @ (gpt2_download::DownloadError::UnknownModel { .. }
+            | gpt2_download::DownloadError::ModelDirNotFound(_)),
+        ) => return Err(UsageError(format!("--model: {err}")).into()),
+        Err(err) => {
+            return Err(
+                anyhow::Error::new(err).context(format!("cannot get the model {:?}", args.model))
+            )
+        }
+    };
+    let dtype = match args.dtype {
+        DtypeArg::F32 => DType::F32,
+        DtypeArg::F16 => DType::F16,
+    };
+    let model = Gpt2::load(&dir, &LoadOptions::cpu(dtype))
+        .with_context(|| format!("cannot load the model in {}", dir.display()))?;
+    let tokenizer = if has_tokenizer_files(&dir) {
+        Tokenizer::from_dir(&dir)
+            .with_context(|| format!("cannot load the tokenizer in {}", dir.display()))?
+    } else {
+        Tokenizer::gpt2()
+    };
+    Ok(Loaded {
+        model,
+        tokenizer,
+        dir,
+        load_time: start.elapsed(),
+    })
+}
+
+/// Parses `--prompt-ids`/`--ids` values: token ids separated by commas and/or spaces.
+pub fn parse_ids(s: &str) -> Result<Vec<u32>, String> {
+    s.split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|part| !part.is_empty())
+        .map(|part| {
+            part.parse::<u32>().map_err(|_| {
+                format!("expected token ids like 464,3290 (non-negative integers), found {part:?}")
+            })
+        })
+        .collect()
+}
+
+/// Checks ids against the model's vocabulary (a usage error naming the first bad one).
+pub fn check_ids(ids: &[u32], n_vocab: usize) -> anyhow::Result<()> {
+    if let Some((i, id)) = ids
+        .iter()
+        .enumerate()
+        .find(|(_, &id)| id as usize >= n_vocab)
+    {
+        return Err(UsageError(format!(
+            "token id {id} (at index {i}) is out of range: the model's vocabulary has {n_vocab} tokens (ids 0..={})",
+            n_vocab - 1
+        ))
+        .into());
+    }
+    Ok(())
+}
+
+/// The text argument, or all of stdin when it is absent or `-`. A terminal on stdin counts as
+/// no input (an empty string) rather than waiting for one.
+pub fn text_or_stdin(arg: Option<&str>) -> anyhow::Result<String> {
+    use std::io::{IsTerminal, Read};
+    match arg {
+        Some(text) if text != "-" => Ok(text.to_string()),
+        _ => {
+            let stdin = std::io::stdin();
+            if arg.is_none() && stdin.is_terminal() {
+                return Ok(String::new());
+            }
+            let mut text = String::new();
+            stdin
+                .lock()
+                .read_to_string(&mut text)
+                .context("cannot read the text from stdin")?;
+            Ok(text)
+        }
+    }
+}
