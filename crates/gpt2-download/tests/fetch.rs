@@ -218,6 +218,38 @@ fn a_stalled_transfer_is_retried_from_where_it_stopped() {
 }
 
 #[test]
+fn a_server_that_ignores_range_restarts_the_file_and_a_complete_part_is_kept() {
+    let Some(fx) = fixture() else { return };
+    let server = openai_server(&fx);
+    let tmp = tempfile::tempdir().unwrap();
+    let staging = tmp.path().join(".124M.download");
+    std::fs::create_dir_all(&staging).unwrap();
+    let data = std::fs::read(fx.openai_dir.join("model.ckpt.data-00000-of-00001")).unwrap();
+    let hparams = std::fs::read(fx.openai_dir.join("hparams.json")).unwrap();
+    // As an interrupted run leaves them: a prefix of the data file, a whole hparams.json
+    // not yet renamed.
+    std::fs::write(
+        staging.join("model.ckpt.data-00000-of-00001.part"),
+        &data[..100],
+    )
+    .unwrap();
+    std::fs::write(staging.join("hparams.json.part"), &hparams).unwrap();
+    server.fault(DATA, Fault::IgnoreRange { times: 1 });
+
+    let dir = fetch_model(ModelSize::Small124M, &options(&server, tmp.path())).unwrap();
+    assert_loadable(&dir, &fx);
+    // The data file was asked from byte 100, got the whole file (200) and started over.
+    let reqs = server.requests_for(DATA);
+    assert_eq!(reqs.len(), 1, "{reqs:?}");
+    assert_eq!(reqs[0].range.as_deref(), Some("bytes=100-"));
+    assert_eq!(reqs[0].status, 200);
+    // hparams.json: the server said 416 (nothing after the end), so the part was complete.
+    let reqs = server.requests_for("/124M/hparams.json");
+    assert_eq!(reqs.len(), 1, "{reqs:?}");
+    assert_eq!(reqs[0].status, 416);
+}
+
+#[test]
 fn not_found_is_not_retried() {
     let Some(fx) = fixture() else { return };
     let server = openai_server(&fx);

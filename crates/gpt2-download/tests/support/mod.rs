@@ -34,6 +34,8 @@ pub enum Fault {
     Stall { after: usize, times: usize },
     /// Wait this long before answering (every time).
     Delay(Duration),
+    /// Ignore the `Range` header (answer 200 with the whole file) `times` times.
+    IgnoreRange { times: usize },
 }
 
 struct State {
@@ -242,6 +244,11 @@ fn handle(request: tiny_http::Request, state: &Mutex<State>, base: &str) {
                 Some(Fault::Stall { after, times })
             }
             Some(Fault::Delay(d)) => Some(Fault::Delay(d)),
+            Some(Fault::IgnoreRange { times }) if times > 0 => {
+                st.faults
+                    .insert(path.clone(), Fault::IgnoreRange { times: times - 1 });
+                Some(Fault::IgnoreRange { times })
+            }
             _ => None,
         }
     };
@@ -313,6 +320,7 @@ fn handle(request: tiny_http::Request, state: &Mutex<State>, base: &str) {
             request,
             state,
             &url,
+            range.clone(),
             range,
             content,
             None,
@@ -332,7 +340,20 @@ fn handle(request: tiny_http::Request, state: &Mutex<State>, base: &str) {
                 Some(Fault::Stall { after, .. }) => Some(after),
                 _ => None,
             };
-            serve_bytes(request, state, &url, range, content, stall, vec![]);
+            let honoured = match fault {
+                Some(Fault::IgnoreRange { .. }) => None,
+                _ => range.clone(),
+            };
+            serve_bytes(
+                request,
+                state,
+                &url,
+                range,
+                honoured,
+                content,
+                stall,
+                vec![],
+            );
         }
         None => {
             log(state, &url, range, 404, 0);
@@ -355,11 +376,13 @@ fn log(state: &Mutex<State>, path: &str, range: Option<String>, status: u16, bod
 }
 
 /// 200, or 206 for `Range: bytes=N-` / `bytes=N-M`, or 416.
+#[allow(clippy::too_many_arguments)]
 fn serve_bytes(
     request: tiny_http::Request,
     state: &Mutex<State>,
     url: &str,
     range: Option<String>,
+    honoured: Option<String>,
     content: Vec<u8>,
     stall_after: Option<usize>,
     headers: Vec<tiny_http::Header>,
@@ -369,7 +392,7 @@ fn serve_bytes(
     let mut start = 0usize;
     let mut end = len.saturating_sub(1);
     let mut extra = headers;
-    if let Some(r) = &range {
+    if let Some(r) = &honoured {
         let spec = r.trim().strip_prefix("bytes=").unwrap_or("");
         let (a, b) = spec.split_once('-').unwrap_or(("", ""));
         let a: usize = a.parse().unwrap_or(0);
