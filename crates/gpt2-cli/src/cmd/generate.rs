@@ -57,7 +57,7 @@ pub struct Args {
 
     /// The prompt as token ids instead of text, e.g. 464,3290.
     #[arg(long, value_name = "IDS", value_parser = load::parse_ids)]
-    pub prompt_ids: Option<Vec<u32>>,
+    pub prompt_ids: Option<load::TokenIds>,
 
     #[command(flatten)]
     pub model: ModelArgs,
@@ -71,7 +71,12 @@ pub struct Args {
     pub greedy: bool,
 
     /// Softmax temperature τ > 0: < 1 sharpens the distribution, > 1 flattens it; 0 means greedy.
-    #[arg(long, default_value_t = 1.0, value_name = "T")]
+    #[arg(
+        long,
+        default_value_t = 1.0,
+        value_name = "T",
+        allow_negative_numbers = true
+    )]
     pub temperature: f32,
 
     /// Sample only from the K most likely tokens (K ≥ 1).
@@ -79,15 +84,20 @@ pub struct Args {
     pub top_k: Option<usize>,
 
     /// Nucleus sampling: only from the most likely tokens whose probabilities add up to P, in (0, 1].
-    #[arg(long, value_name = "P")]
+    #[arg(long, value_name = "P", allow_negative_numbers = true)]
     pub top_p: Option<f32>,
 
     /// Only tokens at least P times as likely as the most likely one, P in [0, 1].
-    #[arg(long, value_name = "P")]
+    #[arg(long, value_name = "P", allow_negative_numbers = true)]
     pub min_p: Option<f32>,
 
     /// CTRL repetition penalty (> 0; 1 = none, e.g. 1.2 discourages repeating recent tokens).
-    #[arg(long, default_value_t = 1.0, value_name = "R")]
+    #[arg(
+        long,
+        default_value_t = 1.0,
+        value_name = "R",
+        allow_negative_numbers = true
+    )]
     pub repetition_penalty: f32,
 
     /// How many recent tokens the repetition penalty looks at (default: the whole context).
@@ -352,7 +362,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .end_of_text()
         .unwrap_or(gpt2_tokenizer::END_OF_TEXT);
     let mut prompt = match (&args.prompt_ids, &prompt_text) {
-        (Some(ids), _) => ids.clone(),
+        (Some(ids), _) => ids.0.clone(),
         (None, Some(text)) => tokenizer
             .encode(text)
             .context("cannot tokenize the prompt")?,

@@ -122,8 +122,12 @@ pub fn load(args: &ModelArgs) -> anyhow::Result<Loaded> {
     })
 }
 
+/// Token ids given on the command line (`--prompt-ids 464,3290`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenIds(pub Vec<u32>);
+
 /// Parses `--prompt-ids`/`--ids` values: token ids separated by commas and/or spaces.
-pub fn parse_ids(s: &str) -> Result<Vec<u32>, String> {
+pub fn parse_ids(s: &str) -> Result<TokenIds, String> {
     s.split(|c: char| c == ',' || c.is_whitespace())
         .filter(|part| !part.is_empty())
         .map(|part| {
@@ -131,7 +135,8 @@ pub fn parse_ids(s: &str) -> Result<Vec<u32>, String> {
                 format!("expected token ids like 464,3290 (non-negative integers), found {part:?}")
             })
         })
-        .collect()
+        .collect::<Result<Vec<u32>, String>>()
+        .map(TokenIds)
 }
 
 /// Checks ids against the model's vocabulary (a usage error naming the first bad one).

@@ -42,7 +42,7 @@ pub struct Args {
 
     /// The text as token ids instead, e.g. 464,3290.
     #[arg(long, value_name = "IDS", value_parser = load::parse_ids)]
-    pub ids: Option<Vec<u32>>,
+    pub ids: Option<load::TokenIds>,
 
     #[command(flatten)]
     pub model: ModelArgs,
@@ -88,7 +88,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let loaded = load::load(&args.model)?;
     let tokenizer = &loaded.tokenizer;
     let ids = match (&args.ids, &text) {
-        (Some(ids), _) => ids.clone(),
+        (Some(ids), _) => ids.0.clone(),
         (None, Some(text)) => tokenizer.encode(text).context("cannot tokenize the text")?,
         (None, None) => Vec::new(),
     };
