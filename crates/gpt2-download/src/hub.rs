@@ -94,6 +94,23 @@ pub(crate) fn fetch(
         })?,
         Err(e) => return Err(ureq_error(repo_id, &info_url, e)),
     };
+    // Files kept from an earlier run were checked against that run's commit: if `main` has
+    // moved since, start over so that all files come from one commit.
+    let commit_file = staging.join("commit");
+    if let Ok(previous) = fs::read_to_string(&commit_file) {
+        if previous.trim() != info.sha {
+            reporter.say(format!(
+                "{name}: {repo_id} moved from commit {} to {} since the last attempt; starting over",
+                previous.trim(),
+                info.sha
+            ));
+            fsutil::remove_dir_if_exists(&out)?;
+            fsutil::create_dir_all(&out)?;
+        }
+    }
+    fs::write(&commit_file, &info.sha)
+        .map_err(|e| DownloadError::io("writing", &commit_file, e))?;
+
     let repo = api.repo(Repo::with_revision(
         repo_id.to_string(),
         RepoType::Model,

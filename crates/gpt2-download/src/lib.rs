@@ -258,8 +258,47 @@ pub fn fetch_model(size: ModelSize, opts: &FetchOptions) -> Result<PathBuf, Down
             hub::fetch(name, size.hub_repo(), opts, &target, &reporter)?;
         }
     }
+    warn_if_not_the_published_shape(size, &target, &reporter);
     reporter.say(format!("{name}: ready in {}", target.display()));
     Ok(target)
+}
+
+/// The model is checked against its own hyperparameters (see [`fetch_model`]); a model that
+/// is not the published size's shape is worth a note (a wrong `--base-url`, a test server...).
+fn warn_if_not_the_published_shape(size: ModelSize, dir: &Path, reporter: &Reporter) {
+    if let Ok(weights) = gpt2_weights::Weights::open(dir) {
+        let found = weights.config();
+        let expected = size.config();
+        if (
+            found.n_vocab,
+            found.n_ctx,
+            found.n_embd,
+            found.n_head,
+            found.n_layer,
+        ) != (
+            expected.n_vocab,
+            expected.n_ctx,
+            expected.n_embd,
+            expected.n_head,
+            expected.n_layer,
+        ) {
+            reporter.say(format!(
+                "note: {} holds n_layer {}, n_embd {}, n_head {}, n_ctx {}, n_vocab {}; the published \
+                 {size} has n_layer {}, n_embd {}, n_head {}, n_ctx {}, n_vocab {}",
+                dir.display(),
+                found.n_layer,
+                found.n_embd,
+                found.n_head,
+                found.n_ctx,
+                found.n_vocab,
+                expected.n_layer,
+                expected.n_embd,
+                expected.n_head,
+                expected.n_ctx,
+                expected.n_vocab
+            ));
+        }
+    }
 }
 
 /// `Ok(true)` when `target` is a loadable model, `Ok(false)` when it does not exist.

@@ -559,3 +559,52 @@ fn hub_repo_without_a_needed_file_is_an_error() {
     assert!(err.to_string().contains("merges.txt"), "{err}");
     assert_absent(tmp.path());
 }
+
+#[test]
+fn hub_files_kept_from_a_failed_run_are_refetched_when_main_has_moved() {
+    let Some(fx) = fixture() else { return };
+    let server = Server::start();
+    let files = hub_files(&fx);
+    server.put_repo("openai-community/gpt2", files.clone());
+    let cdn = format!("/cdn/{}", support::sha256_hex(&files[1].1));
+    server.fault(
+        &cdn,
+        Fault::Status {
+            status: 503,
+            times: 100,
+        },
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let mut opts = options(&server, tmp.path());
+    opts.source = Source::Hf;
+    opts.retries = 0;
+    let err = fetch_model(ModelSize::Small124M, &opts).unwrap_err();
+    assert!(
+        matches!(err, DownloadError::HttpStatus { status: 503, .. }),
+        "{err:?}"
+    );
+    assert_absent(tmp.path());
+    // config.json came through and was kept for the next run.
+    assert!(tmp
+        .path()
+        .join(".124M.download-hf/hf/config.json")
+        .is_file());
+
+    server.clear_faults();
+    let moved = "fedcba9876543210fedcba9876543210fedcba98";
+    server.set_commit(moved);
+    let dir = fetch_model(ModelSize::Small124M, &opts).unwrap();
+    Weights::open(&dir).unwrap().verify().unwrap();
+    let config_at = |commit: &str| {
+        server
+            .requests_for(&format!(
+                "/openai-community/gpt2/resolve/{commit}/config.json"
+            ))
+            .len()
+    };
+    assert!(config_at(support::COMMIT) >= 1);
+    assert!(
+        config_at(moved) >= 1,
+        "config.json was not fetched again at the new commit"
+    );
+}

@@ -45,6 +45,8 @@ struct State {
     repos: HashMap<String, Vec<(String, Vec<u8>)>>,
     faults: HashMap<String, Fault>,
     log: Vec<Logged>,
+    /// The commit the hub reports.
+    commit: String,
 }
 
 /// The test server. Dropping it stops it.
@@ -54,7 +56,7 @@ pub struct Server {
     state: Arc<Mutex<State>>,
 }
 
-/// The commit hash the fake hub reports.
+/// The commit hash the fake hub reports (until [`Server::set_commit`]).
 pub const COMMIT: &str = "0123456789abcdef0123456789abcdef01234567";
 
 /// Files stored in LFS on the fake hub (redirected to `/cdn/<sha256>`).
@@ -86,6 +88,7 @@ impl Server {
             repos: HashMap::new(),
             faults: HashMap::new(),
             log: Vec::new(),
+            commit: COMMIT.to_string(),
         }));
         let base = format!("http://127.0.0.1:{port}");
         {
@@ -149,6 +152,11 @@ impl Server {
     /// Replaces the bytes served for an LFS blob (the hub keeps announcing the old sha256).
     pub fn corrupt_cdn(&self, original: &[u8], served: Vec<u8>) {
         self.put(&format!("/cdn/{}", sha256_hex(original)), served);
+    }
+
+    /// Makes the hub report another commit (as when `main` moves).
+    pub fn set_commit(&self, commit: &str) {
+        self.state.lock().unwrap().commit = commit.to_string();
     }
 
     pub fn fault(&self, path: &str, fault: Fault) {
@@ -266,7 +274,9 @@ fn handle(request: tiny_http::Request, state: &Mutex<State>, base: &str) {
         let (repo, _rev) = rest.split_once("/revision/").unwrap_or((rest, "main"));
         let body = {
             let st = state.lock().unwrap();
-            st.repos.get(repo).map(|files| repo_json(repo, files))
+            st.repos
+                .get(repo)
+                .map(|files| repo_json(repo, files, &st.commit))
         };
         match body {
             Some(body) => {
@@ -289,14 +299,15 @@ fn handle(request: tiny_http::Request, state: &Mutex<State>, base: &str) {
             .split_once('/')
             .map(|(_, f)| f.to_string())
             .unwrap_or_default();
-        let content = {
+        let (content, commit) = {
             let st = state.lock().unwrap();
-            st.repos.get(repo).and_then(|files| {
+            let content = st.repos.get(repo).and_then(|files| {
                 files
                     .iter()
                     .find(|(n, _)| *n == file)
                     .map(|(_, c)| c.clone())
-            })
+            });
+            (content, st.commit.clone())
         };
         let Some(content) = content else {
             log(state, &url, range, 404, 0);
@@ -310,7 +321,7 @@ fn handle(request: tiny_http::Request, state: &Mutex<State>, base: &str) {
                 .with_header(header("Location", &format!("{base}/cdn/{sha}")))
                 .with_header(header("X-Linked-Etag", &format!("\"{sha}\"")))
                 .with_header(header("X-Linked-Size", &content.len().to_string()))
-                .with_header(header("X-Repo-Commit", COMMIT))
+                .with_header(header("X-Repo-Commit", &commit))
                 .with_header(header("ETag", &format!("\"{}\"", git_blob_id(b"pointer"))));
             let _ = request.respond(resp);
             return;
@@ -326,7 +337,7 @@ fn handle(request: tiny_http::Request, state: &Mutex<State>, base: &str) {
             None,
             vec![
                 header("ETag", &format!("\"{etag}\"")),
-                header("X-Repo-Commit", COMMIT),
+                header("X-Repo-Commit", &commit),
             ],
         );
         return;
@@ -438,7 +449,7 @@ fn serve_bytes(
 
 /// `GET /api/models/<repo>?blobs=true` as the hub answers it (the fields hf-hub and this
 /// crate read).
-fn repo_json(repo: &str, files: &[(String, Vec<u8>)]) -> String {
+fn repo_json(repo: &str, files: &[(String, Vec<u8>)], commit: &str) -> String {
     let siblings: Vec<serde_json::Value> = files
         .iter()
         .map(|(name, content)| {
@@ -458,7 +469,7 @@ fn repo_json(repo: &str, files: &[(String, Vec<u8>)]) -> String {
         "_id": "000000000000000000000000",
         "id": repo,
         "modelId": repo,
-        "sha": COMMIT,
+        "sha": commit,
         "private": false,
         "siblings": siblings,
     })
