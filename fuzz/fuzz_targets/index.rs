@@ -5,7 +5,13 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    if let Ok(index) = gpt2_weights::tf::parse_index(data) {
+    let checked = gpt2_weights::tf::parse_index(data);
+    // Without block checksums, mutations reach the block and protobuf parsers.
+    let unchecked = gpt2_weights::tf::parse_index_unchecked(data);
+    if let Ok(index) = &checked {
+        assert_eq!(Some(index), unchecked.as_ref().ok(), "checksums changed the result");
+    }
+    if let Ok(index) = unchecked {
         // What the parser promises on success.
         assert!(index.header.num_shards >= 1);
         for pair in index.entries.windows(2) {
