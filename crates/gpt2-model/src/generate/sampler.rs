@@ -57,14 +57,22 @@ fn check_logits(logits: &[f32]) -> Result<(), SamplingError> {
     Ok(())
 }
 
-/// `log(Σ exp(logits))`, computed stably in f64.
+/// `exp(x)` for `x ≤ 0` as used for every probability weight here: the f32 exponential (about
+/// twice as fast as f64's over a 50257-token vocabulary, relative error ~1e-7), widened to f64
+/// for the sums.
+#[inline]
+fn weight(x: f64) -> f64 {
+    (x as f32).exp() as f64
+}
+
+/// `log(Σ exp(logits))`, computed stably (max subtracted, sum in f64).
 pub fn log_sum_exp(logits: &[f32]) -> f64 {
-    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     if !max.is_finite() {
-        return max;
+        return max as f64;
     }
-    let sum: f64 = logits.iter().map(|&l| (l as f64 - max).exp()).sum();
-    max + sum.ln()
+    let sum: f64 = logits.iter().map(|&l| (l - max).exp() as f64).sum();
+    max as f64 + sum.ln()
 }
 
 /// `log_softmax(logits)`: the natural-log probabilities of every token (f64 internally).
@@ -80,7 +88,7 @@ pub fn softmax_with_temperature(logits: &[f32], temperature: f32) -> Vec<f64> {
     let t = temperature as f64;
     let w: Vec<f64> = logits
         .iter()
-        .map(|&l| ((l as f64 - max) / t).exp())
+        .map(|&l| weight((l as f64 - max) / t))
         .collect();
     let sum: f64 = w.iter().sum();
     w.into_iter().map(|x| x / sum).collect()
@@ -110,12 +118,13 @@ pub fn apply_repetition_penalty(
     }
 }
 
-/// A token still in the running: id and scaled logit `s = (logit - max) / τ` (so `s ≤ 0`,
-/// and the unnormalised probability is `exp(s)`).
+/// A token still in the running: id, scaled logit `s = (logit - max) / τ` (so `s ≤ 0`), and
+/// its unnormalised probability `w = exp(s)`.
 #[derive(Debug, Clone, Copy)]
 struct Scaled {
     id: u32,
     s: f64,
+    w: f64,
 }
 
 fn desc(a: &Scaled, b: &Scaled) -> std::cmp::Ordering {
@@ -136,7 +145,7 @@ fn top_k(cands: &mut Vec<Scaled>, k: usize) {
 /// tokens more likely than it is < p, as HF's `TopPLogitsWarper`). Leaves `cands` sorted, most likely
 /// first. Sorts only as many candidates as needed: the nucleus is usually small.
 fn top_p(cands: &mut Vec<Scaled>, p: f64) {
-    let total: f64 = cands.iter().map(|c| c.s.exp()).sum();
+    let total: f64 = cands.iter().map(|c| c.w).sum();
     let mut m = 64.min(cands.len());
     loop {
         if m < cands.len() {
@@ -149,7 +158,7 @@ fn top_p(cands: &mut Vec<Scaled>, p: f64) {
                 cands.truncate(i);
                 return;
             }
-            before += c.s.exp() / total;
+            before += c.w / total;
         }
         if m == cands.len() {
             return;
@@ -184,11 +193,8 @@ pub fn sampling_distribution(
         return Ok(vec![(best as u32, 1.0)]);
     }
     let cands = filtered(logits, params);
-    let total: f64 = cands.iter().map(|c| c.s.exp()).sum();
-    Ok(cands
-        .into_iter()
-        .map(|c| (c.id, c.s.exp() / total))
-        .collect())
+    let total: f64 = cands.iter().map(|c| c.w).sum();
+    Ok(cands.into_iter().map(|c| (c.id, c.w / total)).collect())
 }
 
 fn filtered(logits: &[f32], params: &SamplingParams) -> Vec<Scaled> {
@@ -201,10 +207,15 @@ fn filtered(logits: &[f32], params: &SamplingParams) -> Vec<Scaled> {
         .map(|(i, &l)| Scaled {
             id: i as u32,
             s: (l as f64 - max) / t,
+            w: 0.0,
         })
         .collect();
     if let Some(k) = params.top_k {
         top_k(&mut cands, k);
+    }
+    // Weights only for the survivors of top-k (the cheap, order-only filter).
+    for c in &mut cands {
+        c.w = weight(c.s);
     }
     if let Some(p) = params.top_p {
         if p < 1.0 {
@@ -328,13 +339,13 @@ impl Sampler {
             (argmax(penalised)?, 1.0, None)
         } else {
             let cands = filtered(penalised, &self.params);
-            let total: f64 = cands.iter().map(|c| c.s.exp()).sum();
+            let total: f64 = cands.iter().map(|c| c.w).sum();
             let target = self.next_uniform() * total;
             let mut acc = 0.0;
             let mut chosen = cands.last().map_or(0, |c| c.id as usize);
-            let mut chosen_weight = cands.last().map_or(0.0, |c| c.s.exp());
+            let mut chosen_weight = cands.last().map_or(0.0, |c| c.w);
             for c in &cands {
-                let w = c.s.exp();
+                let w = c.w;
                 acc += w;
                 if acc > target {
                     chosen = c.id as usize;
@@ -345,7 +356,7 @@ impl Sampler {
             let kept_probs = (top_n > 0).then(|| {
                 let mut probs = vec![0.0f64; logits.len()];
                 for c in &cands {
-                    probs[c.id as usize] = c.s.exp() / total;
+                    probs[c.id as usize] = c.w / total;
                 }
                 probs
             });
