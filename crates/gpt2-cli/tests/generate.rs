@@ -580,3 +580,36 @@ fn closed_stdout_ends_quietly() {
     assert!(status.success(), "exit {status}, stderr {err:?}");
     assert_eq!(err, "");
 }
+
+#[test]
+fn shared_reference_model_cross_check() {
+    // The shared gpt2-tiny (n_ctx 128, with tokenizer files) beside the checkout, when present.
+    let shared = root().join("../shared/fixtures/gpt2-tiny");
+    if !shared.join("hf").is_dir() {
+        eprintln!("note: {} absent, skipped", shared.display());
+        return;
+    }
+    let reference: Value =
+        serde_json::from_str(&std::fs::read_to_string(shared.join("reference.json")).unwrap())
+            .unwrap();
+    let model = shared.join("hf");
+    for p in reference["prompts"].as_array().unwrap() {
+        // The text prompt goes through the model directory's own tokenizer files.
+        let out = gpt2(&[
+            "generate",
+            "-m",
+            model.to_str().unwrap(),
+            "--greedy",
+            "-n",
+            "20",
+            "--ignore-eos",
+            "--format",
+            "json",
+            p["text"].as_str().unwrap(),
+        ]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let obj = &json_lines(&out)[0];
+        assert_eq!(ids_of(&obj["prompt_ids"]), ids_of(&p["ids"]));
+        assert_eq!(ids_of(&obj["ids"]), ids_of(&p["greedy"]["ids"]));
+    }
+}
