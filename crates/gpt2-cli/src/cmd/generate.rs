@@ -391,6 +391,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let stdout = io::stdout();
     let mut out = stdout.lock();
     let stderr = io::stderr();
+    // Both on one terminal: start each --show-probs table on a line of its own.
+    let shared_terminal = {
+        use std::io::IsTerminal;
+        stdout.is_terminal() && stderr.is_terminal()
+    };
     let mut session = Session::new(&loaded.model);
     for sample in 0..args.num_samples {
         let options = GenerateOptions {
@@ -431,6 +436,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 if text_mode {
                     let mut err = stderr.lock();
                     if k > 0 {
+                        if shared_terminal && !ends_with_newline {
+                            writeln!(err)?;
+                        }
                         write_step(
                             &mut err,
                             tokenizer,
