@@ -279,12 +279,18 @@ impl Tokenizer {
             reason,
         };
 
-        // Every id from 0 to n-1 must have exactly one spelling.
-        let mut all: HashMap<&str, u32> = vocab.iter().map(|(t, &id)| (t.as_str(), id)).collect();
+        // Added tokens (tokenizer.json) may repeat vocabulary entries or add new ids.
+        let mut extra: Vec<(&str, u32)> = Vec::new();
         for (content, id) in &added {
-            match all.get(content.as_str()) {
-                Some(&existing) if existing == *id => {}
-                Some(&existing) => {
+            let existing = vocab.get(content.as_str()).copied().or_else(|| {
+                extra
+                    .iter()
+                    .find(|(token, _)| token == content)
+                    .map(|&(_, id)| id)
+            });
+            match existing {
+                Some(existing) if existing == *id => {}
+                Some(existing) => {
                     return Err(bad(
                         load::TOKENIZER_JSON_WHAT,
                         format!(
@@ -292,14 +298,15 @@ impl Tokenizer {
                         ),
                     ))
                 }
-                None => {
-                    all.insert(content, *id);
-                }
+                None => extra.push((content, *id)),
             }
         }
-        let n = all.len();
+
+        // Every id from 0 to n-1 must have exactly one spelling.
+        let n = vocab.len() + extra.len();
         let mut spelling_of: Vec<Option<&str>> = vec![None; n];
-        for (&token, &id) in &all {
+        let entries = vocab.iter().map(|(token, &id)| (token.as_str(), id));
+        for (token, id) in entries.chain(extra.iter().copied()) {
             let slot = spelling_of.get_mut(id as usize).ok_or_else(|| {
                 bad(
                     load::VOCAB_WHAT,
@@ -316,6 +323,12 @@ impl Tokenizer {
                 ));
             }
         }
+        let end_of_text = vocab.get(END_OF_TEXT_TEXT).copied().or_else(|| {
+            extra
+                .iter()
+                .find(|(token, _)| *token == END_OF_TEXT_TEXT)
+                .map(|&(_, id)| id)
+        });
 
         // Byte-level BPE must be able to spell every byte on its own; without
         // that the `tokenizers` BPE would silently drop such bytes.
@@ -348,10 +361,10 @@ impl Tokenizer {
                 _ => return Err(bad(load::VOCAB_WHAT, "it is larger than 4 GiB".into())),
             }
         }
-        let end_of_text = all.get(END_OF_TEXT_TEXT).copied();
-        drop(all);
+        drop(spelling_of);
+        drop(extra);
 
-        let vocab: Vocab = vocab.into_iter().collect();
+        let vocab: Vocab = vocab.into();
         let bpe = BPE::builder()
             .vocab_and_merges(vocab, merges)
             .build()

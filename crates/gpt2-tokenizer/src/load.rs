@@ -3,6 +3,8 @@
 use std::collections::HashMap;
 use std::path::Path;
 
+use serde::de::{self, Deserializer, SeqAccess, Visitor};
+use serde::Deserialize;
 use serde_json::Value;
 
 use crate::error::{Error, Result};
@@ -85,10 +87,14 @@ impl Layout {
     }
 }
 
+/// A vocabulary: token spelling → id (with the hasher `tokenizers` uses, so that it
+/// moves into the BPE model without rehashing).
+pub(crate) type VocabMap = HashMap<String, u32, ahash::RandomState>;
+
 /// What the loaders hand to the tokenizer builder.
 pub(crate) struct VocabData {
     /// The BPE model's vocabulary: token spelling → id.
-    pub vocab: HashMap<String, u32>,
+    pub vocab: VocabMap,
     /// The merges, by rank (first = applied first).
     pub merges: Vec<(String, String)>,
     /// Tokens a `tokenizer.json` adds outside the BPE model (content, id).
@@ -120,8 +126,8 @@ pub(crate) fn read_file(path: &Path) -> Result<Vec<u8>> {
 }
 
 /// Parses `encoder.json` / `vocab.json`.
-pub(crate) fn parse_vocab_json(bytes: &[u8], source: &str) -> Result<HashMap<String, u32>> {
-    let vocab: HashMap<String, u32> =
+pub(crate) fn parse_vocab_json(bytes: &[u8], source: &str) -> Result<VocabMap> {
+    let vocab: VocabMap =
         serde_json::from_slice(bytes).map_err(|e| invalid(source, VOCAB_WHAT, e.to_string()))?;
     if vocab.is_empty() {
         return Err(invalid(source, VOCAB_WHAT, "it has no tokens"));
@@ -159,16 +165,100 @@ pub(crate) fn parse_merges(bytes: &[u8], source: &str) -> Result<Vec<(String, St
     Ok(merges)
 }
 
+/// The parts of a `tokenizer.json` that matter here (unknown fields are ignored).
+#[derive(Deserialize)]
+#[serde(expecting = "a JSON object (a Hugging Face tokenizer.json)")]
+struct TokenizerFile {
+    #[serde(default)]
+    added_tokens: Vec<AddedTokenFile>,
+    #[serde(default)]
+    normalizer: Option<Value>,
+    #[serde(default)]
+    pre_tokenizer: Option<Value>,
+    #[serde(default)]
+    model: Option<ModelFile>,
+}
+
+#[derive(Deserialize)]
+struct AddedTokenFile {
+    id: u32,
+    content: String,
+}
+
+#[derive(Deserialize)]
+struct ModelFile {
+    #[serde(rename = "type", default)]
+    kind: Option<String>,
+    #[serde(default)]
+    dropout: Option<Value>,
+    #[serde(default)]
+    unk_token: Option<Value>,
+    #[serde(default)]
+    continuing_subword_prefix: Option<Value>,
+    #[serde(default)]
+    end_of_word_suffix: Option<Value>,
+    #[serde(default)]
+    byte_fallback: Option<Value>,
+    #[serde(default)]
+    ignore_merges: Option<Value>,
+    #[serde(default)]
+    vocab: Option<VocabMap>,
+    #[serde(default)]
+    merges: Option<Vec<Merge>>,
+}
+
+/// One merge, written `"left right"` (older files) or `["left", "right"]` (newer).
+struct Merge(String, String);
+
+impl<'de> Deserialize<'de> for Merge {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Merge, D::Error> {
+        struct MergeVisitor;
+
+        impl<'de> Visitor<'de> for MergeVisitor {
+            type Value = Merge;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a merge: \"left right\" or [\"left\", \"right\"]")
+            }
+
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<Merge, E> {
+                let mut parts = s.split(' ');
+                match (parts.next(), parts.next(), parts.next()) {
+                    (Some(l), Some(r), None) if !l.is_empty() && !r.is_empty() => {
+                        Ok(Merge(l.to_string(), r.to_string()))
+                    }
+                    _ => Err(E::invalid_value(de::Unexpected::Str(s), &self)),
+                }
+            }
+
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Merge, A::Error> {
+                let left: String = seq
+                    .next_element()?
+                    .ok_or_else(|| de::Error::invalid_length(0, &self))?;
+                let right: String = seq
+                    .next_element()?
+                    .ok_or_else(|| de::Error::invalid_length(1, &self))?;
+                if seq.next_element::<de::IgnoredAny>()?.is_some()
+                    || left.is_empty()
+                    || right.is_empty()
+                {
+                    return Err(de::Error::invalid_value(de::Unexpected::Seq, &self));
+                }
+                Ok(Merge(left, right))
+            }
+        }
+
+        deserializer.deserialize_any(MergeVisitor)
+    }
+}
+
 /// Parses a Hugging Face `tokenizer.json`, accepting only what GPT-2's pipeline does.
 pub(crate) fn parse_tokenizer_json(bytes: &[u8], source: &str) -> Result<VocabData> {
     let bad = |reason: String| invalid(source, TOKENIZER_JSON_WHAT, reason);
-    let root: Value = serde_json::from_slice(bytes).map_err(|e| bad(e.to_string()))?;
-    let root = root
-        .as_object()
-        .ok_or_else(|| bad("the top level is not a JSON object".into()))?;
+    let file: TokenizerFile = serde_json::from_slice(bytes).map_err(|e| bad(e.to_string()))?;
 
     // normalizer: none.
-    match root.get("normalizer") {
+    match &file.normalizer {
         None | Some(Value::Null) => {}
         Some(other) => {
             return Err(bad(format!(
@@ -178,7 +268,7 @@ pub(crate) fn parse_tokenizer_json(bytes: &[u8], source: &str) -> Result<VocabDa
         }
     }
     // pre_tokenizer: ByteLevel without a prefix space, with GPT-2's regex.
-    match root.get("pre_tokenizer") {
+    match &file.pre_tokenizer {
         Some(Value::Object(pre))
             if pre.get("type").and_then(Value::as_str) == Some("ByteLevel")
                 && pre.get("add_prefix_space").and_then(Value::as_bool) != Some(true)
@@ -187,116 +277,58 @@ pub(crate) fn parse_tokenizer_json(bytes: &[u8], source: &str) -> Result<VocabDa
             return Err(bad(format!(
                 "its pre_tokenizer is {}; expected {{\"type\": \"ByteLevel\", \
                  \"add_prefix_space\": false, \"use_regex\": true}}",
-                other.map_or("missing".to_string(), short)
+                other.as_ref().map_or("missing".to_string(), short)
             )))
         }
     }
 
-    let model = root
-        .get("model")
-        .and_then(Value::as_object)
+    let model = file
+        .model
         .ok_or_else(|| bad("it has no \"model\" object".into()))?;
-    match model.get("type").and_then(Value::as_str) {
+    match model.kind.as_deref() {
         Some("BPE") | None => {}
         Some(other) => return Err(bad(format!("its model is {other:?}, expected \"BPE\""))),
     }
-    for key in ["dropout", "unk_token"] {
-        if !matches!(model.get(key), None | Some(Value::Null)) {
-            return Err(bad(format!(
-                "its BPE model sets {key:?}, which GPT-2 does not use"
-            )));
-        }
-    }
-    for key in ["continuing_subword_prefix", "end_of_word_suffix"] {
-        match model.get(key) {
-            None | Some(Value::Null) => {}
-            Some(Value::String(s)) if s.is_empty() => {}
-            Some(_) => {
-                return Err(bad(format!(
-                    "its BPE model sets {key:?}, which GPT-2 does not use"
-                )))
-            }
-        }
-    }
-    for key in ["byte_fallback", "ignore_merges"] {
-        if model.get(key).and_then(Value::as_bool) == Some(true) {
+    let unused = |value: &Option<Value>| match value {
+        None | Some(Value::Null) | Some(Value::Bool(false)) => true,
+        Some(Value::String(s)) => s.is_empty(),
+        Some(_) => false,
+    };
+    for (key, value) in [
+        ("dropout", &model.dropout),
+        ("unk_token", &model.unk_token),
+        (
+            "continuing_subword_prefix",
+            &model.continuing_subword_prefix,
+        ),
+        ("end_of_word_suffix", &model.end_of_word_suffix),
+        ("byte_fallback", &model.byte_fallback),
+        ("ignore_merges", &model.ignore_merges),
+    ] {
+        if !unused(value) {
             return Err(bad(format!(
                 "its BPE model sets {key:?}, which GPT-2 does not use"
             )));
         }
     }
 
-    let vocab_obj = model
-        .get("vocab")
-        .and_then(Value::as_object)
+    let vocab = model
+        .vocab
         .ok_or_else(|| bad("its model has no \"vocab\" object".into()))?;
-    let mut vocab = HashMap::with_capacity(vocab_obj.len());
-    for (token, id) in vocab_obj {
-        let id = id
-            .as_u64()
-            .and_then(|id| u32::try_from(id).ok())
-            .ok_or_else(|| bad(format!("the id of token {token:?} is {id}, expected a u32")))?;
-        vocab.insert(token.clone(), id);
-    }
     if vocab.is_empty() {
         return Err(bad("its vocabulary has no tokens".into()));
     }
-
-    let merges_list = model
-        .get("merges")
-        .and_then(Value::as_array)
-        .ok_or_else(|| bad("its model has no \"merges\" array".into()))?;
-    let mut merges = Vec::with_capacity(merges_list.len());
-    for (index, merge) in merges_list.iter().enumerate() {
-        let pair = match merge {
-            // Older files: "left right".
-            Value::String(s) => {
-                let mut parts = s.split(' ');
-                match (parts.next(), parts.next(), parts.next()) {
-                    (Some(l), Some(r), None) => Some((l.to_string(), r.to_string())),
-                    _ => None,
-                }
-            }
-            // Newer files: ["left", "right"].
-            Value::Array(items) => match items.as_slice() {
-                [Value::String(l), Value::String(r)] => Some((l.clone(), r.clone())),
-                _ => None,
-            },
-            _ => None,
-        };
-        match pair {
-            Some((l, r)) if !l.is_empty() && !r.is_empty() => merges.push((l, r)),
-            _ => {
-                return Err(bad(format!(
-                    "merge #{index} is {}, expected \"left right\" or [\"left\", \"right\"]",
-                    short(merge)
-                )))
-            }
-        }
-    }
-
-    let mut added = Vec::new();
-    if let Some(list) = root.get("added_tokens") {
-        let list = list
-            .as_array()
-            .ok_or_else(|| bad("its \"added_tokens\" is not an array".into()))?;
-        for token in list {
-            let content = token.get("content").and_then(Value::as_str);
-            let id = token
-                .get("id")
-                .and_then(Value::as_u64)
-                .and_then(|id| u32::try_from(id).ok());
-            match (content, id) {
-                (Some(content), Some(id)) => added.push((content.to_string(), id)),
-                _ => {
-                    return Err(bad(format!(
-                        "added token {} has no \"content\" string and \"id\" number",
-                        short(token)
-                    )))
-                }
-            }
-        }
-    }
+    let merges = model
+        .merges
+        .ok_or_else(|| bad("its model has no \"merges\" array".into()))?
+        .into_iter()
+        .map(|Merge(left, right)| (left, right))
+        .collect();
+    let added = file
+        .added_tokens
+        .into_iter()
+        .map(|token| (token.content, token.id))
+        .collect();
 
     Ok(VocabData {
         vocab,

@@ -26,7 +26,7 @@
 //! The unit tests check this against `tokenizers`' own ByteLevel pre-tokenizer on
 //! arbitrary text.
 
-use regex_automata::meta::{Cache, Regex};
+use regex_automata::meta::Regex;
 use regex_automata::{Anchored, Input};
 
 /// The pattern without `\s+(?!\S)`; see the module docs.
@@ -51,7 +51,6 @@ impl Splitter {
     pub(crate) fn pieces<'s, 't>(&'s self, text: &'t str) -> Pieces<'s, 't> {
         Pieces {
             regex: &self.regex,
-            cache: self.regex.create_cache(),
             text,
             pos: 0,
         }
@@ -61,7 +60,6 @@ impl Splitter {
 /// Iterator over the pieces of a text (see [`Splitter::pieces`]).
 pub(crate) struct Pieces<'s, 't> {
     regex: &'s Regex,
-    cache: Cache,
     text: &'t str,
     pos: usize,
 }
@@ -79,7 +77,7 @@ impl<'t> Iterator for Pieces<'_, 't> {
         // each search is anchored where the last piece ended. (Were there no match,
         // the character would become a piece of its own.)
         let input = Input::new(text).range(start..).anchored(Anchored::Yes);
-        let mut end = match self.regex.search_with(&mut self.cache, &input) {
+        let mut end = match self.regex.search(&input) {
             Some(m) if m.end() > start => m.end(),
             _ => start + text[start..].chars().next().map_or(1, char::len_utf8),
         };

@@ -388,16 +388,29 @@ fn bad_tokenizer_json() {
     let m = tokenizer_json_error(|j| j["model"]["continuing_subword_prefix"] = json!("##"));
     assert!(m.contains("continuing_subword_prefix"), "{m}");
     let m = tokenizer_json_error(|j| j["model"]["merges"][3] = json!(42));
-    assert!(m.contains("merge #3"), "{m}");
+    assert!(m.contains("expected a merge"), "{m}");
+    let m = tokenizer_json_error(|j| j["model"]["merges"][3] = json!("a b c"));
+    assert!(m.contains("a b c"), "{m}");
+    let m = tokenizer_json_error(|j| j["model"]["merges"][3] = json!(["a"]));
+    assert!(m.contains("expected a merge"), "{m}");
+    let m = tokenizer_json_error(|j| j["model"]["byte_fallback"] = json!(true));
+    assert!(m.contains("byte_fallback"), "{m}");
     let m = tokenizer_json_error(|j| j["model"]["vocab"]["!"] = json!("zero"));
     assert!(m.contains("u32"), "{m}");
     let m = tokenizer_json_error(|j| j["added_tokens"][0]["id"] = json!(7));
     assert!(m.contains("<|endoftext|>"), "{m}");
     let m = tokenizer_json_error(|j| {
+        j["added_tokens"][0]
+            .as_object_mut()
+            .unwrap()
+            .remove("content");
+    });
+    assert!(m.contains("content"), "{m}");
+    let m = tokenizer_json_error(|j| {
         j["model"].as_object_mut().unwrap().remove("vocab");
     });
     assert!(m.contains("vocab"), "{m}");
-    let m = tokenizer_json_error(|j| *j = json!([1]));
+    let m = tokenizer_json_error(|j| *j = json!("text"));
     assert!(m.contains("object"), "{m}");
 }
 
