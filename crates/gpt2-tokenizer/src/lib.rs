@@ -77,6 +77,11 @@ pub use load::Layout;
 pub use stream::StreamDecoder;
 
 use byte_level::{CharToByte, BYTE_TO_CHAR};
+
+/// The README's example, compiled and run as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctest;
 use load::VocabData;
 use pretokenize::Splitter;
 
