@@ -69,7 +69,11 @@ pub struct GenerateOptions {
     pub stop_strings: Vec<String>,
     /// Report this many most likely alternatives (model probabilities) with every token.
     pub top_n: usize,
-    /// What to do when the context is full.
+    /// What to do when the context is full. With [`ContextOverflow::Error`], a prompt longer than
+    /// `n_ctx` is refused and generation stops when prompt + generated tokens reach `n_ctx` (as
+    /// Hugging Face's `max_length`; a prompt of exactly `n_ctx` tokens still gets one new token,
+    /// predicted from the full context). With [`ContextOverflow::Slide`], the model sees the most
+    /// recent `n_ctx` tokens, recomputed with a prefill for every token once the context is full.
     pub context_overflow: ContextOverflow,
     /// ChaCha stream of the sampler's RNG: use `i` for the i-th of several samples with one seed.
     pub stream: u64,
