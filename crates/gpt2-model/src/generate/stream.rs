@@ -547,6 +547,10 @@ mod tests {
         let (ids, _, reason) = collect(&mut m, &[1, 2, 3, 4, 5, 6], greedy(10));
         assert_eq!(ids, vec![7, 8]);
         assert_eq!(reason, Some(FinishReason::Length));
+        // A prompt that fills the context still gets the token predicted from it.
+        let (ids, _, reason) = collect(&mut m, &[1, 2, 3, 4, 5, 6, 7, 8], greedy(10));
+        assert_eq!(ids, vec![9]);
+        assert_eq!(reason, Some(FinishReason::Length));
 
         let tok = Tokenizer::gpt2();
         let err = Generation::new(&mut m, &tok, &[1; 9], greedy(1))
