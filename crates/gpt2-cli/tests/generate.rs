@@ -189,6 +189,19 @@ fn same_seed_same_text_different_seeds_differ() {
     };
     assert_eq!(run("1"), run("1"));
     assert_ne!(run("1"), run("2"));
+    // The thread count does not change the draws.
+    let run = |threads: &str| {
+        stdout(&generate(&[
+            "--seed",
+            "9",
+            "-n",
+            "20",
+            "--threads",
+            threads,
+            "The",
+        ]))
+    };
+    assert_eq!(run("1"), run("2"));
 }
 
 #[test]
