@@ -47,16 +47,20 @@ fn read_reference(path: &Path) -> Reference {
     }
 }
 
-/// (model dir, reference.json) pairs that exist. HF layouts only: that both layouts load to the
-/// same numbers is the weights reader's and the model's business, tested there.
+/// (model dir, reference.json) pairs that exist.
 fn fixture_models() -> Vec<(PathBuf, PathBuf)> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let mut out = Vec::new();
     for (dir, refs) in [
         ("fixtures/tiny/hf", "fixtures/tiny/reference.json"),
+        ("fixtures/tiny/openai", "fixtures/tiny/reference.json"),
         ("fixtures/micro/hf", "fixtures/micro/reference.json"),
         (
             "../shared/fixtures/gpt2-tiny/hf",
+            "../shared/fixtures/gpt2-tiny/reference.json",
+        ),
+        (
+            "../shared/fixtures/gpt2-tiny/openai",
             "../shared/fixtures/gpt2-tiny/reference.json",
         ),
     ] {
