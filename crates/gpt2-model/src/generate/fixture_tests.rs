@@ -265,3 +265,53 @@ fn scores_match_the_reference_logprobs() {
         }
     }
 }
+
+#[test]
+fn filters_that_keep_one_token_are_greedy_at_any_temperature() {
+    let tokenizer = Tokenizer::gpt2();
+    let (dir, refs) = fixture_models().into_iter().next().unwrap();
+    let model = Gpt2::load(&dir, &LoadOptions::default()).unwrap();
+    let reference = read_reference(&refs);
+    let (prompt, want) = &reference.prompts[0];
+    let narrow = [
+        SamplingParams {
+            top_k: Some(1),
+            ..Default::default()
+        },
+        SamplingParams {
+            top_p: Some(1e-6),
+            ..Default::default()
+        },
+        SamplingParams {
+            min_p: Some(1.0),
+            ..Default::default()
+        },
+        SamplingParams {
+            temperature: 1e-4,
+            ..Default::default()
+        },
+    ];
+    for (i, sampling) in narrow.into_iter().enumerate() {
+        for (seed, temperature) in [(1, 5.0), (2, 1.0), (3, 0.3)] {
+            let sampling = SamplingParams {
+                seed,
+                temperature: if i == 3 {
+                    sampling.temperature
+                } else {
+                    temperature
+                },
+                ..sampling
+            };
+            let options = GenerateOptions {
+                sampling,
+                ..greedy(want.len())
+            };
+            let ids: Vec<u32> = Session::new(&model)
+                .generate(&tokenizer, prompt, options)
+                .unwrap()
+                .map(|t| t.unwrap().id)
+                .collect();
+            assert_eq!(&ids, want, "{sampling:?}");
+        }
+    }
+}
