@@ -93,6 +93,25 @@ fn embedded_files_are_openais() {
 }
 
 #[test]
+fn tokenizer_can_be_shared_between_threads() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Tokenizer>();
+    let t = Tokenizer::gpt2();
+    let ids: Vec<Vec<u32>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..4)
+            .map(|i| {
+                let t = &t;
+                scope.spawn(move || t.encode(&format!("thread {i} says hello")).unwrap())
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for (i, ids) in ids.iter().enumerate() {
+        assert_eq!(t.decode(ids).unwrap(), format!("thread {i} says hello"));
+    }
+}
+
+#[test]
 fn embedded_tokenizer_basics() {
     let t = Tokenizer::gpt2();
     assert_eq!(t.vocab_size(), GPT2_VOCAB_SIZE);

@@ -91,8 +91,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let mut out = BufWriter::new(io::stdout().lock());
     match args.format {
         Format::Ids => {
-            let line: Vec<String> = ids.iter().map(u32::to_string).collect();
-            writeln!(out, "{}", line.join(" "))?;
+            for (i, id) in ids.iter().enumerate() {
+                if i > 0 {
+                    out.write_all(b" ")?;
+                }
+                write!(out, "{id}")?;
+            }
+            writeln!(out)?;
         }
         Format::Json => {
             serde_json::to_writer(&mut out, &ids)?;
