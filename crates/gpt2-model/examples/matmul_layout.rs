@@ -39,6 +39,27 @@ fn main() -> candle_core::Result<()> {
                     iters,
                     || x.matmul(&w_out_in.t()?),
                 )?;
+                if m == 1 {
+                    // The gemm crate runs a one-row product (gemv) on one thread; split the
+                    // output columns over two threads by hand to see what that leaves.
+                    time(
+                        &format!("{dtype:?} m={m} k={k} n={n} W[in,out] 2 threads"),
+                        iters,
+                        || {
+                            let half = n / 2;
+                            let (a, b) = std::thread::scope(|s| {
+                                let a = s.spawn(|| {
+                                    w_in_out.narrow(1, 0, half).and_then(|w| x.matmul(&w))
+                                });
+                                let b = w_in_out
+                                    .narrow(1, half, n - half)
+                                    .and_then(|w| x.matmul(&w));
+                                (a.join().expect("thread"), b)
+                            });
+                            Tensor::cat(&[a?, b?], 1)
+                        },
+                    )?;
+                }
             }
         }
     }

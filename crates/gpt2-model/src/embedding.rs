@@ -32,7 +32,7 @@ impl Embeddings {
     ///
     /// `wte` stays `[n_vocab, n_embd]` (one copy serves both lookups and this product).
     pub fn logits(&self, h: &Tensor) -> Result<Tensor> {
-        Ok(h.matmul(&self.wte.t()?)?)
+        crate::linear::matmul(h, &self.wte.t()?)
     }
 }
 

@@ -1,8 +1,39 @@
 //! `Conv1D`: GPT-2's name for an affine map `y = x · W + b` (it is not a convolution).
 
 use candle_core::Tensor;
+use rayon::prelude::*;
 
 use crate::error::Result;
+
+/// Below this many weight elements a one-row product is not worth splitting over threads.
+const SPLIT_MIN_ELEMENTS: usize = 1 << 18;
+
+/// `x` `[rows, in]` · `w` `[in, out]` (any strides, e.g. `wteᵀ`).
+///
+/// On the CPU, candle's gemm runs a one-row product (a decode step) as a gemv on a single
+/// thread, which leaves the other cores idle while the weights stream from memory. For one
+/// row and a large `w`, this splits `w`'s columns into one block per rayon thread, multiplies
+/// the blocks in parallel and concatenates the results (the same sums, in the same order, per
+/// output). Anything else (several rows, small weights, other devices) is a plain `matmul`.
+pub fn matmul(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    let threads = rayon::current_num_threads();
+    let (rows, _) = x.dims2()?;
+    let (n_in, n_out) = w.dims2()?;
+    if !x.device().is_cpu() || rows != 1 || threads < 2 || n_in * n_out < SPLIT_MIN_ELEMENTS {
+        return Ok(x.matmul(w)?);
+    }
+    // Blocks of a multiple of 64 columns (whole cache lines and SIMD vectors).
+    let block = n_out.div_ceil(threads).div_ceil(64) * 64;
+    let parts = (0..n_out.div_ceil(block))
+        .into_par_iter()
+        .map(|i| {
+            let start = i * block;
+            let len = block.min(n_out - start);
+            Ok(x.matmul(&w.narrow(1, start, len)?)?)
+        })
+        .collect::<Result<Vec<Tensor>>>()?;
+    Ok(Tensor::cat(&parts, 1)?)
+}
 
 /// The affine layers `c_attn`, `c_proj` and `c_fc`: `y = x · W + b`.
 ///
@@ -31,7 +62,7 @@ impl Conv1D {
         let n_in = dims[dims.len() - 1];
         let rows = x.elem_count() / n_in.max(1);
         // [rows, in] · [in, out] → [rows, out]: one gemm whatever the leading dims.
-        let y = x.reshape((rows, n_in))?.matmul(&self.weight)?;
+        let y = matmul(&x.reshape((rows, n_in))?, &self.weight)?;
         let y = y.broadcast_add(&self.bias)?;
         let mut out_dims = dims.to_vec();
         if let Some(last) = out_dims.last_mut() {
@@ -60,6 +91,28 @@ mod tests {
         assert_eq!(
             y.to_vec3::<f32>()?,
             vec![vec![vec![5.5, 7., 8.], vec![-1.5, -1., -1.]]]
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn split_one_row_product_equals_plain_matmul() -> Result<()> {
+        let dev = Device::Cpu;
+        // Large enough to be split; odd sizes so the last block is short.
+        let w = Tensor::randn(0f32, 1.0, (333, 1001), &dev)?;
+        let x = Tensor::randn(0f32, 1.0, (1, 333), &dev)?;
+        let plain = x.matmul(&w)?;
+        for w in [w.clone(), w.t()?.contiguous()?.t()?] {
+            let split = matmul(&x, &w)?;
+            assert_eq!(split.dims(), &[1, 1001]);
+            let d = (split - &plain)?.abs()?.max_all()?.to_scalar::<f32>()?;
+            assert!(d < 1e-4, "{d}");
+        }
+        // Several rows: a plain matmul.
+        let x4 = Tensor::randn(0f32, 1.0, (4, 333), &dev)?;
+        assert_eq!(
+            matmul(&x4, &w)?.to_vec2::<f32>()?,
+            x4.matmul(&w)?.to_vec2::<f32>()?
         );
         Ok(())
     }
