@@ -78,3 +78,22 @@ fn f16_shared_gpt2_tiny() {
         "shared gpt2-tiny",
     );
 }
+
+/// An f16 checkpoint (OpenAI layout) computed in f32: only the weights' rounding differs.
+#[test]
+fn f16_checkpoint_computed_in_f32() {
+    let r = Reference::load(repo_fixture("micro"));
+    let model = r.model("openai-f16", DType::F32);
+    assert_eq!(model.dtype(), DType::F32);
+    let mut worst = 0f32;
+    for p in r.prompts() {
+        let logits = model
+            .forward(&row(&p.ids))
+            .expect("forward")
+            .squeeze(0)
+            .expect("squeeze");
+        worst = worst.max(max_abs_diff(&logits, &p.logits));
+    }
+    eprintln!("micro/openai-f16 in f32: max |logit diff| = {worst:.3e}");
+    assert!(worst <= F16_LOGITS_TOL, "{worst}");
+}
