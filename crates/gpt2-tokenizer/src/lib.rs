@@ -77,13 +77,13 @@ pub use load::Layout;
 pub use stream::StreamDecoder;
 
 use byte_level::{CharToByte, BYTE_TO_CHAR};
+use load::VocabData;
+use pretokenize::Splitter;
 
 /// The README's example, compiled and run as a doctest.
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctest;
-use load::VocabData;
-use pretokenize::Splitter;
 
 /// The id of GPT-2's only special token, `<|endoftext|>`.
 pub const END_OF_TEXT: u32 = 50256;

@@ -186,3 +186,40 @@ fn special_token_text_is_plain_text_by_default() {
         );
     }
 }
+
+#[test]
+fn invalid_utf8_is_replaced_like_python() {
+    // tests/data/replace_cases.jsonl: random adversarial byte strings with Python's
+    // bytes.decode("utf-8", errors="replace") (see make_replace_cases.py).
+    let tokenizer = Tokenizer::gpt2();
+    let mut byte_token = [0u32; 256];
+    for id in 0..tokenizer.vocab_size() as u32 {
+        if let [byte] = tokenizer.token_bytes(id).unwrap() {
+            byte_token[usize::from(*byte)] = id;
+        }
+    }
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/replace_cases.jsonl");
+    let cases = std::fs::read_to_string(path).unwrap();
+    let mut n = 0;
+    for line in cases.lines() {
+        let case: Value = serde_json::from_str(line).unwrap();
+        let hex = case["bytes"].as_str().unwrap();
+        let bytes: Vec<u8> = (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+            .collect();
+        let expected = case["text"].as_str().unwrap();
+        let ids: Vec<u32> = bytes.iter().map(|&b| byte_token[usize::from(b)]).collect();
+        assert_eq!(tokenizer.decode_bytes(&ids).unwrap(), bytes);
+        assert_eq!(tokenizer.decode(&ids).unwrap(), expected, "bytes {hex}");
+        let mut decoder = tokenizer.stream_decoder();
+        let mut streamed = String::new();
+        for &id in &ids {
+            streamed += &decoder.push(id).unwrap();
+        }
+        streamed += &decoder.finish();
+        assert_eq!(streamed, expected, "streamed bytes {hex}");
+        n += 1;
+    }
+    assert_eq!(n, 500);
+}
