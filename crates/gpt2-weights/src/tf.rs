@@ -179,9 +179,22 @@ fn parse_index_inner(bytes: &[u8], check_blocks: bool) -> Result<CheckpointIndex
     let mut header = None;
     let mut entries = Vec::new();
     let mut last_key: Option<Vec<u8>> = None;
+    let mut next_block = 0u64;
     for (_, handle_bytes) in block_entries(index_block, "index block")? {
         let mut q = 0;
         let handle = read_handle(&handle_bytes, &mut q)?;
+        // Data blocks are written one after another; requiring that keeps the work
+        // linear in the file size whatever the index block says.
+        if handle.offset < next_block {
+            return Err(format!(
+                "data block at offset {} overlaps the previous block (which ends at {next_block})",
+                handle.offset
+            ));
+        }
+        next_block = handle
+            .offset
+            .saturating_add(handle.size)
+            .saturating_add(BLOCK_TRAILER_LEN as u64);
         let block = read_block(bytes, handle, "data block", check_blocks)?;
         for (key, value) in block_entries(block, "data block")? {
             if let Some(prev) = &last_key {

@@ -165,3 +165,43 @@ fn builder_round_trips_the_fixture_index() {
         index
     );
 }
+
+#[test]
+fn several_data_blocks_and_prefix_compression() {
+    let (config, index, data) = micro();
+    for (per_block, restart) in [(1, 1), (3, 2), (5, 16), (100, 3)] {
+        let bytes = common::index_bytes_with(&index, per_block, restart);
+        assert_eq!(
+            tf::parse_index(&bytes).unwrap(),
+            index,
+            "{per_block} {restart}"
+        );
+        let w = tf::open_from_bytes(config, &bytes, vec![data.clone()]).unwrap();
+        assert_same_as_micro(&w);
+    }
+}
+
+#[test]
+fn overlapping_data_blocks_are_rejected() {
+    let (_, index, _) = micro();
+    let entries = common::index_entries(&index);
+    let (first, second) = entries.split_at(entries.len() / 2);
+    let mut file = Vec::new();
+    let a = common::write_block(&mut file, &common::index_bytes_block(first));
+    let _b = common::write_block(&mut file, &common::index_bytes_block(second));
+    // The index block lists block `a` twice, under increasing separator keys.
+    let idx = vec![
+        (
+            first.last().unwrap().0.clone(),
+            common::handle_bytes(a.0, a.1),
+        ),
+        (
+            second.last().unwrap().0.clone(),
+            common::handle_bytes(a.0, a.1),
+        ),
+    ];
+    let err = tf::parse_index(&common::finish(file, &idx))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("overlaps the previous block"), "{err}");
+}
