@@ -12,7 +12,7 @@ use crate::error::Result;
 use crate::model::ContextOverflow;
 
 /// One layer's keys and values, `[batch, n_head, capacity, head_dim]`.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct LayerKv {
     k: Tensor,
     v: Tensor,
@@ -65,7 +65,11 @@ impl LayerKv {
 ///
 /// Columns: a batch is left-padded to its longest prompt, so sequence `i`'s tokens sit at
 /// columns `padding(i) .. len()`; its token at column `c` has position `c - padding(i)`.
-#[derive(Debug, Clone)]
+///
+/// The cache is not `Clone`: its buffers are written in place, so a shallow copy would see
+/// the other's writes. [`try_clone`](Self::try_clone) makes an independent copy (to fork a
+/// generation).
+#[derive(Debug)]
 pub struct KvCache {
     pub(crate) layers: Vec<LayerKv>,
     /// Columns in use (the same for every sequence; includes left padding).
@@ -106,6 +110,30 @@ impl KvCache {
             dtype,
             device,
         }
+    }
+
+    /// An independent copy (the filled columns are copied; the copy can be continued
+    /// differently from the original).
+    pub fn try_clone(&self) -> Result<Self> {
+        let layers = self
+            .layers
+            .iter()
+            .map(|l| l.regrow(self.capacity, self.len))
+            .collect::<Result<_>>()?;
+        Ok(Self {
+            layers,
+            len: self.len,
+            capacity: self.capacity,
+            padding: self.padding.clone(),
+            tokens: self.tokens.clone(),
+            overflow: self.overflow,
+            n_ctx: self.n_ctx,
+            n_layer: self.n_layer,
+            n_head: self.n_head,
+            head_dim: self.head_dim,
+            dtype: self.dtype,
+            device: self.device.clone(),
+        })
     }
 
     /// Columns in use: the longest sequence's token count (sequences are left-padded).

@@ -393,3 +393,32 @@ fn random_model_saves_and_loads_back_identically() {
     let w = gpt2_weights::Weights::open(&path16).expect("open");
     assert_eq!(w.dtype(), gpt2_weights::Dtype::F16);
 }
+
+#[test]
+fn a_forked_cache_continues_independently() {
+    let model = tiny();
+    let p = prompt(8, 15);
+    let mut a = model.new_cache(ContextOverflow::Error);
+    model.prefill(&mut a, &[&p], Logits::Last).expect("prefill");
+    let mut b = a.try_clone().expect("fork");
+    let la = model.step(&mut a, &[10]).expect("a");
+    let lb = model.step(&mut b, &[20]).expect("b");
+    // Continue a again: b's write at the same column must not have touched a.
+    let la2 = model.step(&mut a, &[11]).expect("a2");
+    let mut ha = p.clone();
+    ha.push(10);
+    assert!(max_abs_diff(&la, &model.forward_last(&row(&ha)).expect("ref")) <= TOL);
+    ha.push(11);
+    assert!(max_abs_diff(&la2, &model.forward_last(&row(&ha)).expect("ref")) <= TOL);
+    let mut hb = p.clone();
+    hb.push(20);
+    assert!(max_abs_diff(&lb, &model.forward_last(&row(&hb)).expect("ref")) <= TOL);
+    assert_eq!(b.tokens(0), Some(hb.as_slice()));
+}
+
+#[test]
+fn the_model_can_be_shared_between_threads() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Gpt2>();
+    assert_send_sync::<KvCache>();
+}
