@@ -14,12 +14,17 @@ const SPLIT_MIN_ELEMENTS: usize = 1 << 18;
 /// thread, which leaves the other cores idle while the weights stream from memory. For one
 /// row and a large `w`, this splits `w`'s columns into one block per rayon thread, multiplies
 /// the blocks in parallel and concatenates the results (the same sums, in the same order, per
-/// output). Anything else (several rows, small weights, other devices) is a plain `matmul`.
+/// output). Anything else (several rows, small weights, other devices, the `mkl` feature) is a
+/// plain `matmul`.
 pub fn matmul(x: &Tensor, w: &Tensor) -> Result<Tensor> {
     let threads = rayon::current_num_threads();
     let (rows, _) = x.dims2()?;
     let (n_in, n_out) = w.dims2()?;
-    if !x.device().is_cpu() || rows != 1 || threads < 2 || n_in * n_out < SPLIT_MIN_ELEMENTS {
+    // MKL's gemv is multi-threaded already (and its candle binding rejects column blocks of
+    // a row-major matrix).
+    let mkl = cfg!(feature = "mkl");
+    if mkl || !x.device().is_cpu() || rows != 1 || threads < 2 || n_in * n_out < SPLIT_MIN_ELEMENTS
+    {
         return Ok(x.matmul(w)?);
     }
     // Blocks of a multiple of 64 columns (whole cache lines and SIMD vectors).
