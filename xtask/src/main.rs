@@ -2,6 +2,7 @@
 //!
 //! Each task is a module with its own clap `Args` and a `run` function.
 
+mod bench;
 mod fetch_models;
 
 use std::process::ExitCode;
@@ -20,11 +21,15 @@ struct Cli {
 enum Task {
     /// Download GPT-2 weights (OpenAI's release or the Hugging Face hub) into a models directory.
     FetchModels(fetch_models::Args),
+    /// Measure decode/prefill speed, first-token latency and peak RSS of `gpt2 generate` on
+    /// random-weight models (the README's "Performance" numbers).
+    Bench(bench::Args),
 }
 
 fn main() -> ExitCode {
     let result = match Cli::parse().task {
         Task::FetchModels(args) => fetch_models::run(args),
+        Task::Bench(args) => bench::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
