@@ -82,7 +82,7 @@ pub enum ModelError {
     },
 
     /// The model cannot compute in this dtype.
-    #[error("unsupported dtype {0:?}: the model computes in f32 or f16 (bf16 also works on devices whose matmul supports it)")]
+    #[error("unsupported compute dtype {0:?}: the model computes in f32 or f16 (bf16 only on GPUs: candle's CPU matmul has no bf16)")]
     UnsupportedDtype(DType),
 
     /// The hyperparameters are inconsistent.

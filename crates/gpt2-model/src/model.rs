@@ -148,7 +148,14 @@ impl Gpt2 {
         mut get: impl FnMut(&str) -> Result<Tensor>,
     ) -> Result<Self> {
         config.validate()?;
-        if !matches!(opts.dtype, DType::F32 | DType::F16 | DType::BF16) {
+        // candle's CPU matmul has no bf16 kernel: refuse it up front rather than at the first
+        // forward pass.
+        let supported = match opts.dtype {
+            DType::F32 | DType::F16 => true,
+            DType::BF16 => !opts.device.is_cpu(),
+            _ => false,
+        };
+        if !supported {
             return Err(ModelError::UnsupportedDtype(opts.dtype));
         }
         let expected: std::collections::HashMap<String, Vec<usize>> =

@@ -417,6 +417,14 @@ fn a_forked_cache_continues_independently() {
 }
 
 #[test]
+fn bf16_on_the_cpu_is_refused_at_load() {
+    let err =
+        Gpt2::load(repo_fixture("micro/hf"), &LoadOptions::cpu(DType::BF16)).expect_err("bf16");
+    assert!(matches!(err, ModelError::UnsupportedDtype(DType::BF16)));
+    assert!(err.to_string().contains("f32 or f16"), "{err}");
+}
+
+#[test]
 fn the_model_can_be_shared_between_threads() {
     fn assert_send_sync<T: Send + Sync>() {}
     assert_send_sync::<Gpt2>();
