@@ -43,6 +43,8 @@
 //! [`ModelSize`]. `FromStr` for [`Dtype`] and [`ModelSize`] returns
 //! [`WeightsError::Parse`]. [`WeightsError`] is `#[non_exhaustive]`.
 
+#![warn(missing_docs)]
+
 mod config;
 mod convert;
 mod error;
