@@ -36,12 +36,24 @@
 //!
 //! # Deviations from the API contract (`notes/weights-api.md`)
 //!
-//! Additions only: [`Weights::open_layout`], [`Weights::detect_layout`],
-//! [`Weights::dir`], [`Weights::infos`] ([`TensorInfo`]), [`Weights::num_parameters`],
-//! [`TensorView::to_dtype`], [`save_hf_with_files`], the [`tf`] module (the checkpoint
-//! parser, public so it can be fuzzed), [`Mismatch`], and `Display` for [`Layout`] and
-//! [`ModelSize`]. `FromStr` for [`Dtype`] and [`ModelSize`] returns
-//! [`WeightsError::Parse`]. [`WeightsError`] is `#[non_exhaustive]`.
+//! The contract's names and signatures are all here. Additions: [`Weights::open_layout`],
+//! [`Weights::detect_layout`], [`Weights::dir`], [`Weights::infos`] ([`TensorInfo`]),
+//! [`Weights::num_parameters`], [`TensorView::to_dtype`], [`save_hf_with_files`] (the
+//! contract's `save_hf` takes no source directory, so tokenizer files are copied by
+//! [`convert`] or passed explicitly), the [`tf`] module (the checkpoint parser, public so it
+//! can be fuzzed), [`Mismatch`] (the structured list in [`WeightsError::Mismatch`]),
+//! [`MAX_DIM`]/[`MAX_LAYERS`], and `Display` for [`Layout`] (`openai`/`huggingface`) and
+//! [`ModelSize`]. Behaviour worth knowing:
+//!
+//! - `FromStr` for [`Dtype`] and [`ModelSize`] returns [`WeightsError::Parse`];
+//!   [`WeightsError`] is `#[non_exhaustive]`.
+//! - [`Weights::dtype`] is the dtype of `wte.weight` (every tensor's own is in its
+//!   [`TensorView`]).
+//! - A directory holding both layouts opens as Hugging Face (see [`Weights::detect_layout`]).
+//! - [`Config::from_config_json`] also rejects settings that change the math without
+//!   changing a shape (another activation, `scale_attn_by_inverse_layer_idx`, ...).
+//! - [`Config::to_config_json`] sets `bos_token_id`/`eos_token_id` to `n_vocab - 1`
+//!   (50256 for the released models).
 
 #![warn(missing_docs)]
 
