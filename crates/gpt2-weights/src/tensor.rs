@@ -153,18 +153,22 @@ impl TensorView<'_> {
                 data: Cow::Borrowed(&self.data),
             };
         }
-        let values = self.to_f32_vec();
-        let data: Vec<u8> = match dtype {
-            Dtype::F32 => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
-            Dtype::F16 => values
-                .iter()
-                .flat_map(|&v| half::f16::from_f32(v).to_le_bytes())
-                .collect(),
-            Dtype::BF16 => values
-                .iter()
-                .flat_map(|&v| half::bf16::from_f32(v).to_le_bytes())
-                .collect(),
-        };
+        // Element by element, without an intermediate f32 buffer.
+        let out_len = self.num_elements() * dtype.size_in_bytes();
+        let mut data = Vec::with_capacity(out_len);
+        let src = self.dtype.size_in_bytes();
+        for c in self.data.chunks_exact(src) {
+            let v = match self.dtype {
+                Dtype::F32 => f32::from_le_bytes([c[0], c[1], c[2], c[3]]),
+                Dtype::F16 => half::f16::from_le_bytes([c[0], c[1]]).to_f32(),
+                Dtype::BF16 => half::bf16::from_le_bytes([c[0], c[1]]).to_f32(),
+            };
+            match dtype {
+                Dtype::F32 => data.extend_from_slice(&v.to_le_bytes()),
+                Dtype::F16 => data.extend_from_slice(&half::f16::from_f32(v).to_le_bytes()),
+                Dtype::BF16 => data.extend_from_slice(&half::bf16::from_f32(v).to_le_bytes()),
+            }
+        }
         TensorView {
             dtype,
             shape: self.shape.clone(),
@@ -185,5 +189,56 @@ impl safetensors::View for &TensorView<'_> {
     }
     fn data_len(&self) -> usize {
         self.data.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn f32_view(values: &[f32]) -> TensorView<'static> {
+        TensorView {
+            dtype: Dtype::F32,
+            shape: vec![values.len()],
+            data: Cow::Owned(values.iter().flat_map(|v| v.to_le_bytes()).collect()),
+        }
+    }
+
+    #[test]
+    fn f16_cast_rounds_to_nearest_even_and_saturates_to_inf() {
+        let tie_down = 1.0 + 2f32.powi(-11); // halfway between 1 and 1 + 2^-10: even is 1
+        let tie_up = 1.0 + 3.0 * 2f32.powi(-11); // halfway: even is 1 + 2^-9
+        let v = f32_view(&[tie_down, tie_up, 65520.0, -1e-8, f32::NEG_INFINITY, 0.5]);
+        let h = v.to_dtype(Dtype::F16);
+        assert_eq!(h.data.len(), 12);
+        let back = h.to_f32_vec();
+        assert_eq!(back[0], 1.0);
+        assert_eq!(back[1], 1.0 + 2f32.powi(-9));
+        assert_eq!(back[2], f32::INFINITY);
+        assert_eq!(back[3], -0.0);
+        assert!(back[3].is_sign_negative());
+        assert_eq!(back[4], f32::NEG_INFINITY);
+        assert_eq!(back[5], 0.5);
+        assert!(f32_view(&[f32::NAN]).to_dtype(Dtype::F16).to_f32_vec()[0].is_nan());
+    }
+
+    #[test]
+    fn bf16_cast_and_back() {
+        let v = f32_view(&[1.0 + 2f32.powi(-8), 3.0, -2.5e30]);
+        let b = v.to_dtype(Dtype::BF16);
+        assert_eq!(b.to_f32_vec()[0], 1.0); // tie to even
+        assert_eq!(b.to_f32_vec()[1], 3.0);
+        // Widening is exact.
+        assert_eq!(b.to_dtype(Dtype::F32).to_f32_vec(), b.to_f32_vec());
+        assert_eq!(
+            b.to_dtype(Dtype::F16).to_dtype(Dtype::F16).dtype,
+            Dtype::F16
+        );
+    }
+
+    #[test]
+    fn same_dtype_borrows() {
+        let v = f32_view(&[1.0, 2.0]);
+        assert!(matches!(v.to_dtype(Dtype::F32).data, Cow::Borrowed(_)));
     }
 }
