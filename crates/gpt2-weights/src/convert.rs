@@ -219,7 +219,11 @@ fn write_hf_dir<V: safetensors::View + Shaped>(
     let mut written = vec![config_path, model_path];
     for (src, dst) in files {
         let path = tmp.path().join(dst);
-        std::fs::copy(src, &path).map_err(|e| WeightsError::io(src, e))?;
+        // Copy the bytes, not the permissions (a read-only source, like a shared
+        // download cache, must not give read-only files).
+        let mut input = File::open(src).map_err(|e| WeightsError::io(src, e))?;
+        let mut output = File::create(&path).map_err(|e| WeightsError::io(&path, e))?;
+        std::io::copy(&mut input, &mut output).map_err(|e| WeightsError::io(&path, e))?;
         written.push(path);
     }
     for path in &written {

@@ -105,6 +105,11 @@ fn tokenizer_files_come_along() {
     let (_tmp, from) = common::copy_dir(&common::fixtures("micro/openai"));
     std::fs::write(from.join("encoder.json"), "{\"a\": 0}").unwrap();
     std::fs::write(from.join("vocab.bpe"), "#version: 0.2\na b\n").unwrap();
+    let mut ro = std::fs::metadata(from.join("encoder.json"))
+        .unwrap()
+        .permissions();
+    ro.set_readonly(true);
+    std::fs::set_permissions(from.join("encoder.json"), ro).unwrap();
     let out = tempfile::tempdir().unwrap();
     let to = out.path().join("hf");
     convert(&from, &to, Dtype::F32).unwrap();
@@ -116,6 +121,11 @@ fn tokenizer_files_come_along() {
         std::fs::read_to_string(to.join("merges.txt")).unwrap(),
         "#version: 0.2\na b\n"
     );
+    // Permissions are not copied: a read-only source gives writable files.
+    assert!(!std::fs::metadata(to.join("vocab.json"))
+        .unwrap()
+        .permissions()
+        .readonly());
 
     // From the HF layout: the same names.
     let to2 = out.path().join("hf2");
