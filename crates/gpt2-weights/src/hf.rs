@@ -30,9 +30,16 @@ pub(crate) fn open(dir: &Path) -> Result<Weights, WeightsError> {
     } else if index.is_file() {
         shard_names(&index)?
     } else {
+        let hint = if dir.join("pytorch_model.bin").is_file() {
+            "; pytorch_model.bin (PyTorch pickle) is not read: use the hub's model.safetensors"
+        } else {
+            ""
+        };
         return Err(WeightsError::MissingFile {
             path: single,
-            needed_for: "the weights (or model.safetensors.index.json for sharded weights)".into(),
+            needed_for: format!(
+                "the weights (or model.safetensors.index.json for sharded weights){hint}"
+            ),
         });
     };
     let mut files = Vec::new();

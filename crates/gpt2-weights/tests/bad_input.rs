@@ -426,6 +426,8 @@ fn hf_layout_missing_weights_file() {
     let (_tmp, dir) = common::copy_dir(&micro("hf"));
     std::fs::remove_file(dir.join("model.safetensors")).unwrap();
     assert_contains(&open_err(&dir), &["model.safetensors", "missing"]);
+    std::fs::write(dir.join("pytorch_model.bin"), b"PK").unwrap();
+    assert_contains(&open_err(&dir), &["pytorch_model.bin", "not read"]);
 }
 
 #[test]
