@@ -137,3 +137,23 @@ fn sharded_safetensors() {
     let err = Weights::open(dir).unwrap_err().to_string();
     assert!(err.contains("not a plain file name"), "{err}");
 }
+
+#[test]
+fn weights_can_be_shared_across_threads() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Weights>();
+    let w = Weights::open(&common::fixtures("micro/openai")).unwrap();
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..4)
+            .map(|_| {
+                s.spawn(|| {
+                    w.names()
+                        .map(|n| w.tensor(n).unwrap().data.len())
+                        .sum::<usize>()
+                })
+            })
+            .collect();
+        let sums: Vec<usize> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+        assert!(sums.windows(2).all(|p| p[0] == p[1]));
+    });
+}
