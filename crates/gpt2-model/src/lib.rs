@@ -55,6 +55,7 @@ pub mod block;
 pub mod config;
 pub mod embedding;
 pub mod error;
+pub mod gemv;
 pub mod generate;
 pub mod init;
 pub mod kv_cache;

@@ -17,6 +17,10 @@ const SPLIT_MIN_ELEMENTS: usize = 1 << 18;
 /// output). Anything else (several rows, small weights, other devices, the `mkl` feature) is a
 /// plain `matmul`.
 pub fn matmul(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    // A few rows (decode steps): the weight-streaming kernels of `gemv`.
+    if let Some(y) = crate::gemv::matmul(x, w)? {
+        return Ok(y);
+    }
     let threads = rayon::current_num_threads();
     let (rows, _) = x.dims2()?;
     let (n_in, n_out) = w.dims2()?;
@@ -113,12 +117,15 @@ mod tests {
             let d = (split - &plain)?.abs()?.max_all()?.to_scalar::<f32>()?;
             assert!(d < 1e-4, "{d}");
         }
-        // Several rows: a plain matmul.
-        let x4 = Tensor::randn(0f32, 1.0, (4, 333), &dev)?;
-        assert_eq!(
-            matmul(&x4, &w)?.to_vec2::<f32>()?,
-            x4.matmul(&w)?.to_vec2::<f32>()?
-        );
+        // Several rows (the gemv kernels up to gemv::MAX_ROWS, then candle's gemm).
+        for rows in [4, 40] {
+            let xs = Tensor::randn(0f32, 1.0, (rows, 333), &dev)?;
+            let d = (matmul(&xs, &w)? - xs.matmul(&w)?)?
+                .abs()?
+                .max_all()?
+                .to_scalar::<f32>()?;
+            assert!(d < 1e-4, "{rows} rows: {d}");
+        }
         Ok(())
     }
 }
