@@ -1,29 +1,52 @@
 //! Token and position embeddings: `h₀[t] = wte[id_t] + wpe[pos_t]`.
 
-use candle_core::Tensor;
+use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
+use candle_core::{DType, Module, Tensor};
 
 use crate::error::Result;
 
 /// `wte` (token embedding, also the tied output projection) and `wpe` (learned positions).
 #[derive(Debug, Clone)]
 pub struct Embeddings {
-    /// `[n_vocab, n_embd]`.
+    /// `[n_vocab, n_embd]` (an empty `[0]` tensor when `wte_quantized` is set).
     pub wte: Tensor,
     /// `[n_ctx, n_embd]`.
     pub wpe: Tensor,
+    /// `wte` in 8-bit blocks (quantized models): rows are dequantized on lookup, and the
+    /// LM head multiplies by it directly.
+    pub wte_quantized: Option<QMatMul>,
 }
 
 impl Embeddings {
     /// Embeddings from `wte` `[n_vocab, n_embd]` and `wpe` `[n_ctx, n_embd]`.
     pub fn new(wte: Tensor, wpe: Tensor) -> Self {
-        Self { wte, wpe }
+        Self {
+            wte,
+            wpe,
+            wte_quantized: None,
+        }
+    }
+
+    /// Quantized embeddings: `wte` stored in blocks of `dtype` (`n_embd` must be a multiple of
+    /// the block size), `wpe` kept as given.
+    pub fn quantize(wte: &Tensor, wpe: Tensor, dtype: GgmlDType) -> Result<Self> {
+        let q = QMatMul::from_qtensor(QTensor::quantize(&wte.to_dtype(DType::F32)?, dtype)?)?;
+        Ok(Self {
+            wte: Tensor::zeros(0, DType::F32, wte.device())?,
+            wpe,
+            wte_quantized: Some(q),
+        })
     }
 
     /// `ids`, `positions`: `[b, s]` u32 (already checked to be in range) → `[b, s, n_embd]`.
     pub fn forward(&self, ids: &Tensor, positions: &Tensor) -> Result<Tensor> {
         let (b, s) = ids.dims2()?;
-        let n_embd = self.wte.dim(1)?;
-        let tok = self.wte.index_select(&ids.flatten_all()?, 0)?; // [b·s, n_embd]
+        let n_embd = self.wpe.dim(1)?;
+        let ids = ids.flatten_all()?;
+        let tok = match &self.wte_quantized {
+            Some(q) => q.embedding(&ids)?,
+            None => self.wte.index_select(&ids, 0)?, // [b·s, n_embd]
+        };
         let pos = self.wpe.index_select(&positions.flatten_all()?, 0)?; // [b·s, n_embd]
         Ok((tok + pos)?.reshape((b, s, n_embd))?)
     }
@@ -32,7 +55,10 @@ impl Embeddings {
     ///
     /// `wte` stays `[n_vocab, n_embd]` (one copy serves both lookups and this product).
     pub fn logits(&self, h: &Tensor) -> Result<Tensor> {
-        crate::linear::matmul(h, &self.wte.t()?)
+        match &self.wte_quantized {
+            Some(q) => Ok(q.forward(&h.contiguous()?)?),
+            None => crate::linear::matmul(h, &self.wte.t()?),
+        }
     }
 }
 

@@ -78,6 +78,12 @@ impl Gpt2 {
     /// `model.safetensors`, in the model's dtype: f32, f16 or bf16), atomically (see
     /// `gpt2_weights::save_hf`). Holds one extra copy of the weights in memory while writing.
     pub fn save_hf(&self, dir: impl AsRef<Path>) -> Result<()> {
+        if let Some(q) = self.quantization() {
+            return Err(ModelError::BadInput {
+                expected: "an unquantized model (save_hf writes f32/f16/bf16 safetensors)".into(),
+                found: format!("a {q:?} model"),
+            });
+        }
         let mut views = Vec::new();
         for (name, t) in self.named_tensors() {
             let shape = t.dims().to_vec();

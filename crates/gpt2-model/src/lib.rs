@@ -67,7 +67,7 @@ pub mod model;
 pub use config::{Config, ModelSize};
 pub use error::{ModelError, Result};
 pub use kv_cache::KvCache;
-pub use model::{ContextOverflow, Gpt2, LoadOptions, Logits};
+pub use model::{ContextOverflow, Gpt2, LoadOptions, Logits, Quantization};
 
 /// Re-exported so users need not depend on candle directly for the basics.
 pub use candle_core::{DType, Device, Tensor};

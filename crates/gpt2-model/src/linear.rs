@@ -1,6 +1,7 @@
 //! `Conv1D`: GPT-2's name for an affine map `y = x · W + b` (it is not a convolution).
 
-use candle_core::Tensor;
+use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
+use candle_core::{DType, Module, Tensor};
 use rayon::prelude::*;
 
 use crate::error::Result;
@@ -53,16 +54,36 @@ pub fn matmul(x: &Tensor, w: &Tensor) -> Result<Tensor> {
 /// than `[out, in]ᵀ` in f32, and 5× faster for small batches in f16).
 #[derive(Debug, Clone)]
 pub struct Conv1D {
-    /// `W`, `[in, out]`.
+    /// `W`, `[in, out]` (an empty `[0]` tensor when the layer is quantized).
     pub weight: Tensor,
     /// `b`, `[out]`.
     pub bias: Tensor,
+    /// `Wᵀ` `[out, in]` in 8-bit blocks (candle's `QMatMul`), for quantized models; then
+    /// `weight` is empty and this is what `forward` multiplies by.
+    pub quantized: Option<QMatMul>,
 }
 
 impl Conv1D {
     /// A layer from `W` `[in, out]` and `b` `[out]`.
     pub fn new(weight: Tensor, bias: Tensor) -> Self {
-        Self { weight, bias }
+        Self {
+            weight,
+            bias,
+            quantized: None,
+        }
+    }
+
+    /// A quantized layer: `W` `[in, out]` (f32) is transposed to `[out, in]` and stored in
+    /// blocks of `dtype` (e.g. `Q8_0`: 32 int8 values and one f16 scale per block along
+    /// `in`, so `in` must be a multiple of 32). `b` stays f32.
+    pub fn quantize(weight: &Tensor, bias: Tensor, dtype: GgmlDType) -> Result<Self> {
+        let wt = weight.to_dtype(DType::F32)?.t()?.contiguous()?; // [out, in]
+        let q = QMatMul::from_qtensor(QTensor::quantize(&wt, dtype)?)?;
+        Ok(Self {
+            weight: Tensor::zeros(0, DType::F32, weight.device())?,
+            bias,
+            quantized: Some(q),
+        })
     }
 
     /// `x`: `[.., in]` → `[.., out]`.
@@ -70,12 +91,16 @@ impl Conv1D {
         let dims = x.dims();
         let n_in = dims[dims.len() - 1];
         let rows = x.elem_count() / n_in.max(1);
+        let x2 = x.reshape((rows, n_in))?;
         // [rows, in] · [in, out] → [rows, out]: one gemm whatever the leading dims.
-        let y = matmul(&x.reshape((rows, n_in))?, &self.weight)?;
+        let y = match &self.quantized {
+            Some(q) => q.forward(&x2.contiguous()?)?,
+            None => matmul(&x2, &self.weight)?,
+        };
         let y = y.broadcast_add(&self.bias)?;
         let mut out_dims = dims.to_vec();
         if let Some(last) = out_dims.last_mut() {
-            *last = self.weight.dim(1)?;
+            *last = self.bias.dim(0)?;
         }
         Ok(y.reshape(out_dims)?)
     }

@@ -24,6 +24,27 @@ pub struct LoadOptions {
     pub dtype: DType,
     /// `Device::Cpu` by default; CUDA/Metal with the crate's `cuda`/`metal` features.
     pub device: Device,
+    /// Store the matrices (`wte`, `c_attn`, `c_proj`, `c_fc`) in 8-bit blocks at load time
+    /// (`None`: as `dtype`). Needs `dtype` `F32` (activations stay f32).
+    pub quantize: Option<Quantization>,
+}
+
+/// Block quantization of the weight matrices (candle's `QMatMul`, GGML block formats).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Quantization {
+    /// GGML `Q8_0`: blocks of 32 weights along the input dimension, each 32 int8 values and
+    /// one f16 scale (8.5 bits per weight). Fits every GPT-2 size (`n_embd` is a multiple of
+    /// 32; k-quants would need multiples of 256, which GPT-2 XL's 1600 is not).
+    Q8_0,
+}
+
+impl Quantization {
+    /// The GGML block type.
+    pub fn ggml_dtype(self) -> candle_core::quantized::GgmlDType {
+        match self {
+            Quantization::Q8_0 => candle_core::quantized::GgmlDType::Q8_0,
+        }
+    }
 }
 
 impl Default for LoadOptions {
@@ -31,6 +52,7 @@ impl Default for LoadOptions {
         Self {
             dtype: DType::F32,
             device: Device::Cpu,
+            quantize: None,
         }
     }
 }
@@ -41,6 +63,16 @@ impl LoadOptions {
         Self {
             dtype,
             device: Device::Cpu,
+            quantize: None,
+        }
+    }
+
+    /// Q8_0 weight matrices, f32 activations, on the CPU.
+    pub fn q8_0() -> Self {
+        Self {
+            dtype: DType::F32,
+            device: Device::Cpu,
+            quantize: Some(Quantization::Q8_0),
         }
     }
 }
@@ -98,6 +130,7 @@ pub struct Gpt2 {
     ln_f: LayerNorm,
     dtype: DType,
     device: Device,
+    quantize: Option<Quantization>,
 }
 
 fn candle_dtype(d: gpt2_weights::Dtype) -> DType {
@@ -158,6 +191,22 @@ impl Gpt2 {
         if !supported {
             return Err(ModelError::UnsupportedDtype(opts.dtype));
         }
+        if let Some(q) = opts.quantize {
+            let block = q.ggml_dtype().block_size();
+            if opts.dtype != DType::F32 {
+                return Err(ModelError::BadInput {
+                    expected: format!("f32 activations with {q:?} weights"),
+                    found: format!("{:?}", opts.dtype),
+                });
+            }
+            if config.n_embd % block != 0 {
+                return Err(ModelError::BadInput {
+                    expected: format!("n_embd a multiple of {block} for {q:?} weights"),
+                    found: format!("n_embd {}", config.n_embd),
+                });
+            }
+        }
+        let quantize = opts.quantize.map(Quantization::ggml_dtype);
         let expected: std::collections::HashMap<String, Vec<usize>> =
             gpt2_weights::expected_tensors(config).into_iter().collect();
         let mut get = |name: &str| -> Result<Tensor> {
@@ -181,13 +230,18 @@ impl Gpt2 {
             ))
         };
         let conv = |get: &mut dyn FnMut(&str) -> Result<Tensor>, p: &str| -> Result<Conv1D> {
-            Ok(Conv1D::new(
-                get(&format!("{p}.weight"))?,
-                get(&format!("{p}.bias"))?,
-            ))
+            let (w, b) = (get(&format!("{p}.weight"))?, get(&format!("{p}.bias"))?);
+            match quantize {
+                Some(q) => Conv1D::quantize(&w, b, q),
+                None => Ok(Conv1D::new(w, b)),
+            }
         };
         let wte = get("wte.weight")?;
         let wpe = get("wpe.weight")?;
+        let embeddings = match quantize {
+            Some(q) => Embeddings::quantize(&wte, wpe, q)?,
+            None => Embeddings::new(wte, wpe),
+        };
         let mut h = Vec::with_capacity(config.n_layer);
         for i in 0..config.n_layer {
             h.push(Block {
@@ -207,11 +261,12 @@ impl Gpt2 {
         let ln_f = ln(&mut get, "ln_f")?;
         Ok(Self {
             config: *config,
-            embeddings: Embeddings::new(wte, wpe),
+            embeddings,
             h,
             ln_f,
             dtype: opts.dtype,
             device: opts.device.clone(),
+            quantize: opts.quantize,
         })
     }
 
@@ -225,13 +280,20 @@ impl Gpt2 {
         self.dtype
     }
 
+    /// The block quantization of the weight matrices, if any.
+    pub fn quantization(&self) -> Option<Quantization> {
+        self.quantize
+    }
+
     /// The device the weights live on.
     pub fn device(&self) -> &Device {
         &self.device
     }
 
     /// Every weight with its canonical name (`wte.weight`, `h.0.attn.c_attn.weight`, ...),
-    /// in model order, with HF shapes.
+    /// in model order, with HF shapes. In a quantized model the quantized matrices
+    /// (`wte` and the `Conv1D` weights) are empty `[0]` tensors: their values live in the
+    /// layers' `QMatMul`s.
     pub fn named_tensors(&self) -> Vec<(String, &Tensor)> {
         let mut out = vec![
             ("wte.weight".to_string(), &self.embeddings.wte),

@@ -1,0 +1,156 @@
+//! Q8_0 weight matrices (f32 activations) against f32: how far the logits move and whether
+//! greedy decoding still picks the same tokens. The numbers are printed (run with
+//! `--nocapture`) and recorded in the crate README.
+//!
+//! Q8_0 blocks hold 32 weights along `n_embd`, so only shapes with `n_embd` a multiple of 32
+//! can be quantized: the shared `gpt2-tiny` fixture (n_embd 64, when present) and random
+//! models; the committed `fixtures/tiny` (n_embd 40) and `fixtures/micro` (16) are refused
+//! with a clear error (tested).
+
+mod common;
+
+use common::*;
+use gpt2_model::{Config, DType, Gpt2, LoadOptions, ModelError, Quantization};
+
+/// Bound on max |logit diff| for Q8_0 on the random n_embd-128 model (measured 1.4e-2).
+const Q8_LOGITS_TOL: f32 = 0.05;
+/// Bound on the shared gpt2-tiny fixture (measured 0.30: its logits are larger; candle's Q8_0
+/// matmul also rounds the activations to 8-bit blocks, as llama.cpp does).
+const Q8_LOGITS_TOL_SHARED: f32 = 0.5;
+/// Greedy picks must agree wherever the reference's top-1 margin exceeds this.
+const Q8_MARGIN: f64 = 0.1;
+
+/// Max |logit diff| at every position of `ids`, and greedy agreement over `n` new tokens
+/// (tokens equal before the first divergence, and whether a divergence happened where the
+/// f32 top-1 margin was at least `Q8_MARGIN`).
+fn compare(f32m: &Gpt2, q8: &Gpt2, prompt: &[u32], n: usize) -> (f32, usize, usize) {
+    let a = f32m
+        .forward(&row(prompt))
+        .expect("forward")
+        .squeeze(0)
+        .expect("squeeze");
+    let b = q8
+        .forward(&row(prompt))
+        .expect("forward")
+        .squeeze(0)
+        .expect("squeeze");
+    let d = max_abs_diff(&a, &b);
+    let want = greedy(f32m, prompt, n);
+    let got = greedy(q8, prompt, n);
+    let mut agree = 0;
+    for (j, (g, w)) in got.iter().zip(&want).enumerate() {
+        if g != w {
+            // The f32 margin between its pick and the runner-up at this step.
+            let mut ctx = prompt.to_vec();
+            ctx.extend_from_slice(&want[..j]);
+            let last = f32m
+                .forward_last(&row(&ctx))
+                .expect("forward")
+                .squeeze(0)
+                .expect("squeeze");
+            let mut v: Vec<f32> = last.to_vec1().expect("logits");
+            v.sort_by(|x, y| y.total_cmp(x));
+            let margin = (v[0] - v[1]) as f64;
+            eprintln!("  diverged at step {j}: q8_0 {g}, f32 {w}, f32 top-1 margin {margin:.4}");
+            assert!(
+                margin < Q8_MARGIN,
+                "q8_0 greedy token {j} is {g}, f32 {w}, with an f32 top-1 margin of {margin}"
+            );
+            break;
+        }
+        agree += 1;
+    }
+    (d, agree, want.len())
+}
+
+#[test]
+fn q8_0_shared_gpt2_tiny() {
+    let Some(dir) = shared_fixture("gpt2-tiny") else {
+        return;
+    };
+    let r = Reference::load(dir);
+    let q8 = Gpt2::load(r.dir.join("hf"), &LoadOptions::q8_0()).expect("load q8_0");
+    assert_eq!(q8.quantization(), Some(Quantization::Q8_0));
+    let mut worst = 0f32;
+    let (mut agree, mut compared) = (0, 0);
+    for p in r.prompts() {
+        let logits = q8
+            .forward(&row(&p.ids))
+            .expect("forward")
+            .squeeze(0)
+            .expect("squeeze");
+        worst = worst.max(max_abs_diff(&logits, &p.logits));
+        let f32m = r.model("hf", DType::F32);
+        let want = ids(&p.json["greedy"]["ids"]);
+        let (_, a, c) = compare(&f32m, &q8, &p.ids, want.len());
+        agree += a;
+        compared += c;
+    }
+    eprintln!("shared gpt2-tiny: q8_0 max |logit diff| vs the reference = {worst:.3e}; greedy agreement {agree}/{compared}");
+    assert!(worst <= Q8_LOGITS_TOL_SHARED, "{worst}");
+}
+
+/// A random model of GPT-2's proportions (n_embd 128, 4 heads, 4 layers, full vocabulary):
+/// Q8_0 against the same weights in f32.
+#[test]
+fn q8_0_random_model_close_to_f32() {
+    let config = Config {
+        n_vocab: 50257,
+        n_ctx: 64,
+        n_embd: 128,
+        n_head: 4,
+        n_layer: 4,
+        layer_norm_epsilon: 1e-5,
+    };
+    let f32m = Gpt2::random(&config, 3, &LoadOptions::default()).expect("random");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("m");
+    f32m.save_hf(&dir).expect("save");
+    let q8 = Gpt2::load(&dir, &LoadOptions::q8_0()).expect("load q8_0");
+    let (mut worst, mut agree, mut compared) = (0f32, 0, 0);
+    for prompt in [
+        &[464u32, 3290, 318][..],
+        &[50256],
+        &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10],
+    ] {
+        let (d, a, c) = compare(&f32m, &q8, prompt, 16);
+        worst = worst.max(d);
+        agree += a;
+        compared += c;
+    }
+    eprintln!("random n_embd 128: q8_0 max |logit diff| vs f32 = {worst:.3e}; greedy agreement {agree}/{compared}");
+    assert!(worst <= Q8_LOGITS_TOL, "{worst}");
+    // Cached decoding gives the cache-free logits.
+    let mut cache = q8.new_cache(Default::default());
+    let p = [464u32, 3290, 318, 257];
+    let last = q8
+        .prefill(&mut cache, &[&p[..3]], gpt2_model::Logits::Last)
+        .and_then(|_| q8.step(&mut cache, &[p[3]]))
+        .expect("step");
+    let full = q8.forward_last(&row(&p)).expect("forward");
+    assert!(max_abs_diff(&last, &full) < 1e-4);
+    // Saving a quantized model as safetensors is refused.
+    assert!(matches!(
+        q8.save_hf(tmp.path().join("out")),
+        Err(ModelError::BadInput { .. })
+    ));
+}
+
+#[test]
+fn q8_0_needs_n_embd_a_multiple_of_32() {
+    let r = Reference::load(repo_fixture("tiny")); // n_embd 40
+    let err = Gpt2::load(r.dir.join("hf"), &LoadOptions::q8_0()).expect_err("n_embd 40");
+    assert!(err.to_string().contains("multiple of 32"), "{err}");
+    let mut opts = LoadOptions::q8_0();
+    opts.dtype = DType::F16;
+    let config = Config {
+        n_vocab: 64,
+        n_ctx: 8,
+        n_embd: 32,
+        n_head: 2,
+        n_layer: 1,
+        layer_norm_epsilon: 1e-5,
+    };
+    let err = Gpt2::random(&config, 0, &opts).expect_err("f16 activations");
+    assert!(err.to_string().contains("f32 activations"), "{err}");
+}
