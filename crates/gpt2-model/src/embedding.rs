@@ -1,9 +1,11 @@
 //! Token and position embeddings: `h₀[t] = wte[id_t] + wpe[pos_t]`.
 
-use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
-use candle_core::{DType, Module, Tensor};
+use std::sync::Arc;
+
+use candle_core::{DType, Tensor};
 
 use crate::error::Result;
+use crate::q8::Q8Matrix;
 
 /// `wte` (token embedding, also the tied output projection) and `wpe` (learned positions).
 #[derive(Debug, Clone)]
@@ -12,9 +14,9 @@ pub struct Embeddings {
     pub wte: Tensor,
     /// `[n_ctx, n_embd]`.
     pub wpe: Tensor,
-    /// `wte` in 8-bit blocks (quantized models): rows are dequantized on lookup, and the
+    /// `wte` in Q8_0 blocks (quantized models): rows are dequantized on lookup, and the
     /// LM head multiplies by it directly.
-    pub wte_quantized: Option<QMatMul>,
+    pub wte_quantized: Option<Arc<Q8Matrix>>,
 }
 
 impl Embeddings {
@@ -27,10 +29,12 @@ impl Embeddings {
         }
     }
 
-    /// Quantized embeddings: `wte` stored in blocks of `dtype` (`n_embd` must be a multiple of
-    /// the block size), `wpe` kept as given.
-    pub fn quantize(wte: &Tensor, wpe: Tensor, dtype: GgmlDType) -> Result<Self> {
-        let q = QMatMul::from_qtensor(QTensor::quantize(&wte.to_dtype(DType::F32)?, dtype)?)?;
+    /// Quantized embeddings: `wte` stored in Q8_0 blocks (`n_embd` must be a multiple of
+    /// 32), `wpe` kept as given.
+    pub fn quantize(wte: &Tensor, wpe: Tensor) -> Result<Self> {
+        let (rows, k) = wte.dims2()?;
+        let w: Vec<f32> = wte.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
+        let q = Arc::new(Q8Matrix::from_rows(&w, rows, k));
         Ok(Self {
             wte: Tensor::zeros(0, DType::F32, wte.device())?,
             wpe,
@@ -44,7 +48,15 @@ impl Embeddings {
         let n_embd = self.wpe.dim(1)?;
         let ids = ids.flatten_all()?;
         let tok = match &self.wte_quantized {
-            Some(q) => q.embedding(&ids)?,
+            Some(q) => {
+                let ids: Vec<u32> = ids.to_vec1()?;
+                let mut rows = vec![0f32; ids.len() * n_embd];
+                for (row, &id) in rows.chunks_mut(n_embd).zip(&ids) {
+                    q.row_f32(id as usize, row);
+                }
+                Tensor::from_vec(rows, (ids.len(), n_embd), self.wpe.device())?
+                    .to_dtype(self.wpe.dtype())?
+            }
             None => self.wte.index_select(&ids, 0)?, // [b·s, n_embd]
         };
         let pos = self.wpe.index_select(&positions.flatten_all()?, 0)?; // [b·s, n_embd]
@@ -56,7 +68,7 @@ impl Embeddings {
     /// `wte` stays `[n_vocab, n_embd]` (one copy serves both lookups and this product).
     pub fn logits(&self, h: &Tensor) -> Result<Tensor> {
         match &self.wte_quantized {
-            Some(q) => Ok(q.forward(&h.contiguous()?)?),
+            Some(q) => crate::linear::q8_matmul(h, q),
             None => crate::linear::matmul(h, &self.wte.t()?),
         }
     }

@@ -63,6 +63,7 @@ pub mod layer_norm;
 pub mod linear;
 pub mod mlp;
 pub mod model;
+pub mod q8;
 
 pub use config::{Config, ModelSize};
 pub use error::{ModelError, Result};

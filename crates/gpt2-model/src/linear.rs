@@ -1,10 +1,12 @@
 //! `Conv1D`: GPT-2's name for an affine map `y = x · W + b` (it is not a convolution).
 
-use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
-use candle_core::{DType, Module, Tensor};
+use std::sync::Arc;
+
+use candle_core::{DType, Tensor};
 use rayon::prelude::*;
 
 use crate::error::Result;
+use crate::q8::Q8Matrix;
 
 /// Below this many weight elements a one-row product is not worth splitting over threads.
 const SPLIT_MIN_ELEMENTS: usize = 1 << 18;
@@ -45,6 +47,22 @@ pub fn matmul(x: &Tensor, w: &Tensor) -> Result<Tensor> {
     Ok(Tensor::cat(&parts, 1)?)
 }
 
+/// `x` `[m, k]` · `qᵀ` for a Q8_0 matrix `q` `[n, k]` → `[m, n]` (f32): the blocked kernel for
+/// a few rows, a dequantized gemm for more (prefill).
+pub fn q8_matmul(x: &Tensor, q: &Q8Matrix) -> Result<Tensor> {
+    let (m, k) = x.dims2()?;
+    if m <= crate::gemv::MAX_ROWS {
+        let xs: Vec<f32> = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
+        return Ok(Tensor::from_vec(
+            q.matmul_t(&xs, m),
+            (m, q.rows()),
+            x.device(),
+        )?);
+    }
+    let w = Tensor::from_vec(q.dequantize(), (q.rows(), k), x.device())?;
+    Ok(x.to_dtype(DType::F32)?.matmul(&w.t()?)?)
+}
+
 /// The affine layers `c_attn`, `c_proj` and `c_fc`: `y = x · W + b`.
 ///
 /// `weight` is kept `[in, out]` and contiguous, exactly as Hugging Face's `Conv1D` (and
@@ -58,9 +76,9 @@ pub struct Conv1D {
     pub weight: Tensor,
     /// `b`, `[out]`.
     pub bias: Tensor,
-    /// `Wᵀ` `[out, in]` in 8-bit blocks (candle's `QMatMul`), for quantized models; then
-    /// `weight` is empty and this is what `forward` multiplies by.
-    pub quantized: Option<QMatMul>,
+    /// `Wᵀ` `[out, in]` in Q8_0 blocks, for quantized models; then `weight` is empty and
+    /// this is what `forward` multiplies by.
+    pub quantized: Option<Arc<Q8Matrix>>,
 }
 
 impl Conv1D {
@@ -73,12 +91,12 @@ impl Conv1D {
         }
     }
 
-    /// A quantized layer: `W` `[in, out]` (f32) is transposed to `[out, in]` and stored in
-    /// blocks of `dtype` (e.g. `Q8_0`: 32 int8 values and one f16 scale per block along
-    /// `in`, so `in` must be a multiple of 32). `b` stays f32.
-    pub fn quantize(weight: &Tensor, bias: Tensor, dtype: GgmlDType) -> Result<Self> {
-        let wt = weight.to_dtype(DType::F32)?.t()?.contiguous()?; // [out, in]
-        let q = QMatMul::from_qtensor(QTensor::quantize(&wt, dtype)?)?;
+    /// A Q8_0 layer: `W` `[in, out]` is stored transposed, `[out, in]`, in blocks of 32
+    /// along `in` (which must be a multiple of 32). `b` stays as given.
+    pub fn quantize(weight: &Tensor, bias: Tensor) -> Result<Self> {
+        let (k, n) = weight.dims2()?;
+        let w: Vec<f32> = weight.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
+        let q = Arc::new(Q8Matrix::from_transposed(&w, k, n));
         Ok(Self {
             weight: Tensor::zeros(0, DType::F32, weight.device())?,
             bias,
@@ -94,7 +112,7 @@ impl Conv1D {
         let x2 = x.reshape((rows, n_in))?;
         // [rows, in] · [in, out] → [rows, out]: one gemm whatever the leading dims.
         let y = match &self.quantized {
-            Some(q) => q.forward(&x2.contiguous()?)?,
+            Some(q) => q8_matmul(&x2, q)?,
             None => matmul(&x2, &self.weight)?,
         };
         let y = y.broadcast_add(&self.bias)?;

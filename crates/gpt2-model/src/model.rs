@@ -29,22 +29,13 @@ pub struct LoadOptions {
     pub quantize: Option<Quantization>,
 }
 
-/// Block quantization of the weight matrices (candle's `QMatMul`, GGML block formats).
+/// Block quantization of the weight matrices (see `q8`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Quantization {
-    /// GGML `Q8_0`: blocks of 32 weights along the input dimension, each 32 int8 values and
-    /// one f16 scale (8.5 bits per weight). Fits every GPT-2 size (`n_embd` is a multiple of
+    /// GGML's `Q8_0` scheme: blocks of 32 weights along the input dimension, each 32 int8
+    /// values and one scale (kept as f32 here: 9 bits per weight). Fits every GPT-2 size (`n_embd` is a multiple of
     /// 32; k-quants would need multiples of 256, which GPT-2 XL's 1600 is not).
     Q8_0,
-}
-
-impl Quantization {
-    /// The GGML block type.
-    pub fn ggml_dtype(self) -> candle_core::quantized::GgmlDType {
-        match self {
-            Quantization::Q8_0 => candle_core::quantized::GgmlDType::Q8_0,
-        }
-    }
 }
 
 impl Default for LoadOptions {
@@ -192,7 +183,7 @@ impl Gpt2 {
             return Err(ModelError::UnsupportedDtype(opts.dtype));
         }
         if let Some(q) = opts.quantize {
-            let block = q.ggml_dtype().block_size();
+            let block = crate::q8::BLOCK;
             if opts.dtype != DType::F32 {
                 return Err(ModelError::BadInput {
                     expected: format!("f32 activations with {q:?} weights"),
@@ -206,7 +197,7 @@ impl Gpt2 {
                 });
             }
         }
-        let quantize = opts.quantize.map(Quantization::ggml_dtype);
+        let quantize = opts.quantize;
         let expected: std::collections::HashMap<String, Vec<usize>> =
             gpt2_weights::expected_tensors(config).into_iter().collect();
         let mut get = |name: &str| -> Result<Tensor> {
@@ -232,14 +223,14 @@ impl Gpt2 {
         let conv = |get: &mut dyn FnMut(&str) -> Result<Tensor>, p: &str| -> Result<Conv1D> {
             let (w, b) = (get(&format!("{p}.weight"))?, get(&format!("{p}.bias"))?);
             match quantize {
-                Some(q) => Conv1D::quantize(&w, b, q),
+                Some(Quantization::Q8_0) => Conv1D::quantize(&w, b),
                 None => Ok(Conv1D::new(w, b)),
             }
         };
         let wte = get("wte.weight")?;
         let wpe = get("wpe.weight")?;
         let embeddings = match quantize {
-            Some(q) => Embeddings::quantize(&wte, wpe, q)?,
+            Some(Quantization::Q8_0) => Embeddings::quantize(&wte, wpe)?,
             None => Embeddings::new(wte, wpe),
         };
         let mut h = Vec::with_capacity(config.n_layer);

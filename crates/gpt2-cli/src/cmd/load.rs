@@ -16,6 +16,9 @@ pub enum DtypeArg {
     F32,
     /// 16-bit floats: half the memory traffic, slightly different numbers.
     F16,
+    /// 8-bit blocks (GGML Q8_0) for the weight matrices, quantized at load; f32 activations.
+    #[value(name = "q8_0")]
+    Q8_0,
 }
 
 /// Which model to run and how: shared by every command that loads one.
@@ -102,11 +105,12 @@ pub fn load(args: &ModelArgs) -> anyhow::Result<Loaded> {
             )
         }
     };
-    let dtype = match args.dtype {
-        DtypeArg::F32 => DType::F32,
-        DtypeArg::F16 => DType::F16,
+    let opts = match args.dtype {
+        DtypeArg::F32 => LoadOptions::cpu(DType::F32),
+        DtypeArg::F16 => LoadOptions::cpu(DType::F16),
+        DtypeArg::Q8_0 => LoadOptions::q8_0(),
     };
-    let model = Gpt2::load(&dir, &LoadOptions::cpu(dtype))
+    let model = Gpt2::load(&dir, &opts)
         .with_context(|| format!("cannot load the model in {}", dir.display()))?;
     let tokenizer = if has_tokenizer_files(&dir) {
         Tokenizer::from_dir(&dir)

@@ -59,6 +59,9 @@ pub enum Dtype {
     F32,
     /// 16-bit floats.
     F16,
+    /// 8-bit blocks (GGML Q8_0) for the weight matrices, quantized at load; f32 activations.
+    #[value(name = "q8_0")]
+    Q8_0,
 }
 
 fn parse_ids(s: &str) -> anyhow::Result<Vec<u32>> {
@@ -130,11 +133,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         ))
         .into());
     }
-    let dtype = match args.dtype {
-        Dtype::F32 => DType::F32,
-        Dtype::F16 => DType::F16,
+    let opts = match args.dtype {
+        Dtype::F32 => LoadOptions::cpu(DType::F32),
+        Dtype::F16 => LoadOptions::cpu(DType::F16),
+        Dtype::Q8_0 => LoadOptions::q8_0(),
     };
-    let model = Gpt2::load(&args.model, &LoadOptions::cpu(dtype))
+    let model = Gpt2::load(&args.model, &opts)
         .with_context(|| format!("cannot load the model in {}", args.model.display()))?;
     let ids = match (&args.ids, &args.prompt) {
         (Some(ids), _) => {

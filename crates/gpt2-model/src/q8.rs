@@ -1,0 +1,301 @@
+//! 8-bit weight matrices in Q8_0 blocks, and their products with f32 activations.
+//!
+//! The layout is GGML's Q8_0 in spirit: each row of `k` weights is cut into blocks of 32; a
+//! block stores `d = max|w| / 127` and `q = round(w / d)` as 32 `i8`, so `w ≈ d · q`. Here
+//! the int8 values and the (f32) scales live in two arrays (1.125 bytes per weight).
+//!
+//! Products keep the activations in f32 (unlike llama.cpp and candle, which also round them
+//! to 8 bits): a decode step reads each block once, widens it to f32 in registers and
+//! multiplies (AVX2+FMA, detected at run time; a portable loop elsewhere). Longer
+//! products (prefill) dequantize the matrix once and run a gemm.
+
+use rayon::prelude::*;
+
+/// Weights per block.
+pub const BLOCK: usize = 32;
+
+/// A `[rows, k]` matrix in Q8_0 blocks along `k` (`k` a multiple of [`BLOCK`]).
+#[derive(Clone)]
+pub struct Q8Matrix {
+    rows: usize,
+    k: usize,
+    /// `[rows, k]`.
+    qs: Vec<i8>,
+    /// `[rows, k / BLOCK]`.
+    scales: Vec<f32>,
+}
+
+impl std::fmt::Debug for Q8Matrix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Q8Matrix [{}, {}]", self.rows, self.k)
+    }
+}
+
+fn quantize_block(w: &[f32], q: &mut [i8]) -> f32 {
+    let amax = w.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let d = amax / 127.0;
+    let inv = if d > 0.0 { 1.0 / d } else { 0.0 };
+    for (q, &w) in q.iter_mut().zip(w) {
+        *q = (w * inv).round().clamp(-127.0, 127.0) as i8;
+    }
+    d
+}
+
+impl Q8Matrix {
+    /// Quantizes `w` `[rows, k]` (row-major).
+    ///
+    /// # Panics
+    /// If `k` is not a multiple of [`BLOCK`] or `w.len() != rows·k`.
+    pub fn from_rows(w: &[f32], rows: usize, k: usize) -> Self {
+        assert!(k % BLOCK == 0 && w.len() == rows * k, "bad Q8_0 shape");
+        let mut qs = vec![0i8; rows * k];
+        let mut scales = vec![0f32; rows * k / BLOCK];
+        qs.par_chunks_mut(k)
+            .zip(scales.par_chunks_mut(k / BLOCK))
+            .zip(w.par_chunks(k))
+            .for_each(|((q, s), w)| {
+                for ((q, s), w) in q.chunks_mut(BLOCK).zip(s.iter_mut()).zip(w.chunks(BLOCK)) {
+                    *s = quantize_block(w, q);
+                }
+            });
+        Self {
+            rows,
+            k,
+            qs,
+            scales,
+        }
+    }
+
+    /// Quantizes `wᵀ` for `w` `[k, n]` (row-major, as `Conv1D` stores it): the result is
+    /// `[n, k]`, blocks along `k`.
+    ///
+    /// # Panics
+    /// If `k` is not a multiple of [`BLOCK`] or `w.len() != k·n`.
+    pub fn from_transposed(w: &[f32], k: usize, n: usize) -> Self {
+        assert!(k % BLOCK == 0 && w.len() == k * n, "bad Q8_0 shape");
+        let mut qs = vec![0i8; n * k];
+        let mut scales = vec![0f32; n * k / BLOCK];
+        // 16 output rows at a time: read w[i, o0..o0+16] (contiguous) for every i.
+        const T: usize = 16;
+        qs.par_chunks_mut(T * k)
+            .zip(scales.par_chunks_mut(T * k / BLOCK))
+            .enumerate()
+            .for_each(|(t, (q, s))| {
+                let o0 = t * T;
+                let nt = q.len() / k;
+                let mut rows = vec![0f32; nt * k];
+                for i in 0..k {
+                    for (j, &v) in w[i * n + o0..i * n + o0 + nt].iter().enumerate() {
+                        rows[j * k + i] = v;
+                    }
+                }
+                for ((q, s), w) in q
+                    .chunks_mut(BLOCK)
+                    .zip(s.iter_mut())
+                    .zip(rows.chunks(BLOCK))
+                {
+                    *s = quantize_block(w, q);
+                }
+            });
+        Self {
+            rows: n,
+            k,
+            qs,
+            scales,
+        }
+    }
+
+    /// Rows.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Columns (the blocked dimension).
+    pub fn k(&self) -> usize {
+        self.k
+    }
+
+    /// Row `r` as f32 (`d · q`).
+    pub fn row_f32(&self, r: usize, out: &mut [f32]) {
+        let q = &self.qs[r * self.k..(r + 1) * self.k];
+        let s = &self.scales[r * self.k / BLOCK..(r + 1) * self.k / BLOCK];
+        for ((o, q), &d) in out.chunks_mut(BLOCK).zip(q.chunks(BLOCK)).zip(s) {
+            for (o, &q) in o.iter_mut().zip(q) {
+                *o = d * q as f32;
+            }
+        }
+    }
+
+    /// The whole matrix as f32 `[rows, k]`.
+    pub fn dequantize(&self) -> Vec<f32> {
+        let mut out = vec![0f32; self.rows * self.k];
+        out.par_chunks_mut(self.k)
+            .enumerate()
+            .for_each(|(r, o)| self.row_f32(r, o));
+        out
+    }
+
+    /// `x` `[m, k]` · `selfᵀ` → `[m, rows]` (each output a dot product of `x`'s row with one of
+    /// this matrix's rows), f32.
+    ///
+    /// # Panics
+    /// If `x.len() != m·k`.
+    pub fn matmul_t(&self, x: &[f32], m: usize) -> Vec<f32> {
+        let k = self.k;
+        assert_eq!(x.len(), m * k, "x is not [m, k]");
+        let nb = k / BLOCK;
+        let mut out = vec![0f32; m * self.rows];
+        const CH: usize = 64;
+        let parts: Vec<(usize, Vec<f32>)> = (0..self.rows.div_ceil(CH))
+            .into_par_iter()
+            .map(|c| {
+                let r0 = c * CH;
+                let len = CH.min(self.rows - r0);
+                let mut acc = vec![0f32; m * len];
+                for j in 0..len {
+                    let r = r0 + j;
+                    let q = &self.qs[r * k..(r + 1) * k];
+                    let s = &self.scales[r * nb..(r + 1) * nb];
+                    for i in 0..m {
+                        acc[i * len + j] = dot(&x[i * k..(i + 1) * k], q, s);
+                    }
+                }
+                (r0, acc)
+            })
+            .collect();
+        let n = self.rows;
+        for (r0, acc) in parts {
+            let len = acc.len() / m.max(1);
+            for i in 0..m {
+                out[i * n + r0..i * n + r0 + len].copy_from_slice(&acc[i * len..(i + 1) * len]);
+            }
+        }
+        out
+    }
+}
+
+/// `Σ_b s[b] · Σ_{t<32} x[32b+t] · q[32b+t]`.
+fn dot(x: &[f32], q: &[i8], s: &[f32]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if x86::has_avx2() {
+            // SAFETY: the CPU has AVX2+FMA; x, q are s.len()·32 long (callers slice them so).
+            return unsafe { x86::dot_avx2(x, q, s) };
+        }
+    }
+    dot_portable(x, q, s)
+}
+
+fn dot_portable(x: &[f32], q: &[i8], s: &[f32]) -> f32 {
+    let mut t = 0f32;
+    for ((x, q), &d) in x.chunks(BLOCK).zip(q.chunks(BLOCK)).zip(s) {
+        let mut b = 0f32;
+        for (&x, &q) in x.iter().zip(q) {
+            b += x * q as f32;
+        }
+        t += d * b;
+    }
+    t
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    pub fn has_avx2() -> bool {
+        is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn dot_avx2(x: &[f32], q: &[i8], s: &[f32]) -> f32 {
+        let nb = s.len();
+        assert!(x.len() >= nb * 32 && q.len() >= nb * 32);
+        let (px, pq) = (x.as_ptr(), q.as_ptr());
+        let mut acc = _mm256_setzero_ps();
+        for b in 0..nb {
+            let o = b * 32;
+            let mut p = _mm256_setzero_ps();
+            for t in 0..4 {
+                let qv = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(
+                    pq.add(o + 8 * t) as *const __m128i,
+                )));
+                p = _mm256_fmadd_ps(qv, _mm256_loadu_ps(px.add(o + 8 * t)), p);
+            }
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(*s.get_unchecked(b)), p, acc);
+        }
+        let mut lanes = [0f32; 8];
+        _mm256_storeu_ps(lanes.as_mut_ptr(), acc);
+        lanes.iter().sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values(len: usize, seed: u32) -> Vec<f32> {
+        (0..len)
+            .map(|i| {
+                let h = (i as u32).wrapping_mul(2_654_435_761).wrapping_add(seed);
+                ((h >> 8) % 2001) as f32 / 1000.0 - 1.0
+            })
+            .collect()
+    }
+
+    #[test]
+    fn quantization_error_is_within_half_a_step() {
+        let (rows, k) = (5, 96);
+        let w = values(rows * k, 1);
+        let q = Q8Matrix::from_rows(&w, rows, k);
+        let back = q.dequantize();
+        for (b, (w, d)) in w.chunks(BLOCK).zip(back.chunks(BLOCK)).enumerate() {
+            let amax = w.iter().fold(0f32, |m, v| m.max(v.abs()));
+            for (a, c) in w.iter().zip(d) {
+                assert!(
+                    (a - c).abs() <= amax / 127.0 / 2.0 + 1e-6,
+                    "block {b}: {a} vs {c}"
+                );
+            }
+        }
+        // An all-zero block stays zero.
+        let z = Q8Matrix::from_rows(&[0.0; 32], 1, 32);
+        assert_eq!(z.dequantize(), vec![0.0; 32]);
+    }
+
+    #[test]
+    fn transposed_equals_rows_of_the_transpose() {
+        let (k, n) = (64, 37);
+        let w = values(k * n, 2);
+        let mut wt = vec![0f32; n * k];
+        for i in 0..k {
+            for o in 0..n {
+                wt[o * k + i] = w[i * n + o];
+            }
+        }
+        let a = Q8Matrix::from_transposed(&w, k, n);
+        let b = Q8Matrix::from_rows(&wt, n, k);
+        assert_eq!(a.qs, b.qs);
+        assert_eq!(a.scales, b.scales);
+    }
+
+    #[test]
+    fn products_match_the_dequantized_matrix() {
+        let (rows, k) = (130, 160);
+        let q = Q8Matrix::from_rows(&values(rows * k, 3), rows, k);
+        let deq = q.dequantize();
+        for m in [1, 3] {
+            let x = values(m * k, 4 + m as u32);
+            let y = q.matmul_t(&x, m);
+            for i in 0..m {
+                for r in 0..rows {
+                    let want: f64 = (0..k)
+                        .map(|t| x[i * k + t] as f64 * deq[r * k + t] as f64)
+                        .sum();
+                    assert!((y[i * rows + r] as f64 - want).abs() < 1e-3, "{i} {r}");
+                }
+            }
+            let p = dot_portable(&x[..k], &q.qs[..k], &q.scales[..k / BLOCK]);
+            assert!((p - y[0]).abs() < 1e-3);
+        }
+    }
+}
