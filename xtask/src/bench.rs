@@ -95,8 +95,8 @@ pub fn prompt_ids(n: usize, n_vocab: usize) -> Vec<u32> {
         .collect()
 }
 
-/// The directory of the random model of `config` stored as `dtype` (`f32` or `f16`; any other
-/// dtype is computed from the f32 file at load time), creating it when missing.
+/// The directory of the random model of `config` stored as `dtype` (`f32` or `f16`; `q8_0`
+/// uses the f32 file, quantized at load time), creating it when missing.
 pub fn ensure_model(
     models_dir: &Path,
     name: &str,
@@ -421,6 +421,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 fn load_for_batch(dir: &Path, dtype: &str) -> anyhow::Result<Gpt2> {
     let opts = match dtype {
         "f16" => LoadOptions::cpu(DType::F16),
+        "q8_0" => LoadOptions::q8_0(),
         _ => LoadOptions::cpu(DType::F32),
     };
     Gpt2::load(dir, &opts).with_context(|| format!("cannot load {}", dir.display()))
@@ -454,7 +455,7 @@ mod tests {
         let config = Config {
             n_vocab: 64,
             n_ctx: 32,
-            n_embd: 16,
+            n_embd: 32,
             n_head: 2,
             n_layer: 2,
             layer_norm_epsilon: 1e-5,
@@ -469,7 +470,7 @@ mod tests {
         );
         let f16 = ensure_model(tmp.path(), "tiny", &config, "f16")?;
         assert!(file_size(&f16) < file_size(&dir));
-        for dtype in ["f32", "f16"] {
+        for dtype in ["f32", "f16", "q8_0"] {
             let model = load_for_batch(&dir, dtype)?;
             for b in [1, 3] {
                 let tps = batched_decode(&model, b, &prompt_ids(5, 64), 4)?;
