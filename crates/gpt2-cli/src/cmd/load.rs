@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use gpt2_model::{DType, Gpt2, LoadOptions};
+use gpt2_model::{DType, Device, Gpt2, LoadOptions};
 use gpt2_tokenizer::Tokenizer;
 
 use super::UsageError;
@@ -47,6 +47,70 @@ pub struct ModelArgs {
     /// $RAYON_NUM_THREADS).
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
+
+    /// Where to run: `cpu`, `cuda` (or `cuda:N` for GPU N) or `metal`. The GPUs need a `gpt2`
+    /// built with the `cuda` or `metal` cargo feature.
+    #[arg(long, default_value = "cpu", value_parser = parse_device, value_name = "DEVICE")]
+    pub device: DeviceArg,
+}
+
+/// A `--device` value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceArg {
+    /// The CPU.
+    Cpu,
+    /// NVIDIA GPU number N.
+    Cuda(usize),
+    /// Apple GPU number N.
+    Metal(usize),
+}
+
+/// Parses `cpu`, `cuda`, `cuda:N`, `metal`, `metal:N`.
+fn parse_device(s: &str) -> Result<DeviceArg, String> {
+    let (kind, ordinal) = match s.split_once(':') {
+        Some((kind, n)) => {
+            let n = n
+                .parse::<usize>()
+                .map_err(|_| format!("expected a GPU number after {kind:?}, found {n:?}"))?;
+            (kind, n)
+        }
+        None => (s, 0),
+    };
+    match kind {
+        "cpu" if ordinal == 0 => Ok(DeviceArg::Cpu),
+        "cuda" => Ok(DeviceArg::Cuda(ordinal)),
+        "metal" => Ok(DeviceArg::Metal(ordinal)),
+        _ => Err(format!(
+            "expected cpu, cuda, cuda:N, metal or metal:N, found {s:?}"
+        )),
+    }
+}
+
+impl std::fmt::Display for DeviceArg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DeviceArg::Cpu => f.write_str("cpu"),
+            DeviceArg::Cuda(n) => write!(f, "cuda:{n}"),
+            DeviceArg::Metal(n) => write!(f, "metal:{n}"),
+        }
+    }
+}
+
+impl DeviceArg {
+    /// Opens the device; a GPU this build or machine does not have is a clear error.
+    fn open(self) -> anyhow::Result<Device> {
+        let device = match self {
+            DeviceArg::Cpu => return Ok(Device::Cpu),
+            DeviceArg::Cuda(n) => Device::new_cuda(n),
+            DeviceArg::Metal(n) => Device::new_metal(n),
+        };
+        device.with_context(|| {
+            format!(
+                "cannot open the device {self} (a GPU needs a gpt2 built with `--features cuda` or \
+                 `--features metal`, and the GPU itself)"
+            )
+        })
+    }
 }
 
 /// A loaded model, its tokenizer, and how long loading took.
@@ -105,11 +169,12 @@ pub fn load(args: &ModelArgs) -> anyhow::Result<Loaded> {
             )
         }
     };
-    let opts = match args.dtype {
+    let mut opts = match args.dtype {
         DtypeArg::F32 => LoadOptions::cpu(DType::F32),
         DtypeArg::F16 => LoadOptions::cpu(DType::F16),
         DtypeArg::Q8_0 => LoadOptions::q8_0(),
     };
+    opts.device = args.device.open()?;
     let model = Gpt2::load(&dir, &opts)
         .with_context(|| format!("cannot load the model in {}", dir.display()))?;
     let tokenizer = if has_tokenizer_files(&dir) {
