@@ -4,9 +4,10 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use gpt2_model::{DType, Gpt2, LoadOptions, ModelError};
-use gpt2_tokenizer::Tokenizer;
+use gpt2_model::ModelError;
+use gpt2_tokenizer::END_OF_TEXT;
 
+use super::load::{load, parse_ids, ModelArgs, TokenIds};
 use super::UsageError;
 
 const AFTER_HELP: &str = "\
@@ -26,13 +27,12 @@ Examples:
 #[command(after_help = AFTER_HELP)]
 #[command(group(clap::ArgGroup::new("input").required(true).args(["ids", "prompt"])))]
 pub struct Args {
-    /// Model directory, in either layout (OpenAI's release or Hugging Face's).
-    #[arg(long, value_name = "DIR")]
-    pub model: PathBuf,
+    #[command(flatten)]
+    pub model: ModelArgs,
 
     /// Input token ids, separated by commas or spaces (e.g. 464,3290).
-    #[arg(long, value_name = "IDS")]
-    pub ids: Option<String>,
+    #[arg(long, value_name = "IDS", value_parser = parse_ids)]
+    pub ids: Option<TokenIds>,
 
     /// Input text, encoded with the model directory's tokenizer files when it has them,
     /// else with GPT-2's built-in vocabulary.
@@ -46,48 +46,6 @@ pub struct Args {
     /// Logits at every position ([n_tokens, n_vocab]) instead of the last only ([1, n_vocab]).
     #[arg(long)]
     pub all_positions: bool,
-
-    /// Compute dtype (the output is f32 either way).
-    #[arg(long, value_enum, default_value_t = Dtype::F32)]
-    pub dtype: Dtype,
-}
-
-/// Compute dtype.
-#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Dtype {
-    /// 32-bit floats (the reference numbers).
-    F32,
-    /// 16-bit floats.
-    F16,
-    /// 8-bit blocks (GGML Q8_0) for the weight matrices, quantized at load; f32 activations.
-    #[value(name = "q8_0")]
-    Q8_0,
-}
-
-fn parse_ids(s: &str) -> anyhow::Result<Vec<u32>> {
-    s.split(|c: char| c == ',' || c.is_whitespace())
-        .filter(|p| !p.is_empty())
-        .map(|p| {
-            p.parse::<u32>().map_err(|_| {
-                UsageError(format!(
-                    "--ids: expected token ids like 464,3290 (non-negative integers), found {p:?}"
-                ))
-                .into()
-            })
-        })
-        .collect()
-}
-
-fn tokenizer_for(dir: &Path) -> anyhow::Result<Tokenizer> {
-    let has_files = ["encoder.json", "vocab.json", "tokenizer.json"]
-        .iter()
-        .any(|f| dir.join(f).is_file());
-    if has_files {
-        Tokenizer::from_dir(dir)
-            .with_context(|| format!("cannot load the tokenizer files in {}", dir.display()))
-    } else {
-        Ok(Tokenizer::gpt2())
-    }
 }
 
 /// Model errors caused by the input (too long, unknown ids) are usage errors (exit 2).
@@ -126,34 +84,22 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
 
 /// Runs `gpt2 logits`.
 pub fn run(args: Args) -> anyhow::Result<()> {
-    if !args.model.is_dir() {
-        return Err(UsageError(format!(
-            "--model {}: not a directory (expected a model directory in OpenAI's or Hugging Face's layout)",
-            args.model.display()
-        ))
-        .into());
-    }
-    let opts = match args.dtype {
-        Dtype::F32 => LoadOptions::cpu(DType::F32),
-        Dtype::F16 => LoadOptions::cpu(DType::F16),
-        Dtype::Q8_0 => LoadOptions::q8_0(),
-    };
-    let model = Gpt2::load(&args.model, &opts)
-        .with_context(|| format!("cannot load the model in {}", args.model.display()))?;
+    let loaded = load(&args.model)?;
+    let model = &loaded.model;
     let ids = match (&args.ids, &args.prompt) {
-        (Some(ids), _) => {
-            let ids = parse_ids(ids)?;
+        (Some(TokenIds(ids)), _) => {
             if ids.is_empty() {
                 return Err(UsageError("--ids: no token ids given".into()).into());
             }
-            ids
+            ids.clone()
         }
         (None, Some(text)) => {
-            let ids = tokenizer_for(&args.model)?
+            let ids = loaded
+                .tokenizer
                 .encode(text)
                 .context("cannot encode the prompt")?;
             if ids.is_empty() {
-                vec![50256]
+                vec![END_OF_TEXT]
             } else {
                 ids
             }
@@ -176,14 +122,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let ids_text: Vec<String> = ids.iter().map(u32::to_string).collect();
     let metadata = HashMap::from([
         ("ids".to_string(), ids_text.join(",")),
-        ("model".to_string(), args.model.display().to_string()),
+        ("model".to_string(), loaded.dir.display().to_string()),
         (
             "positions".to_string(),
             if args.all_positions { "all" } else { "last" }.to_string(),
         ),
         (
             "dtype".to_string(),
-            format!("{:?}", args.dtype).to_lowercase(),
+            format!("{:?}", args.model.dtype).to_lowercase(),
         ),
     ]);
     let file = safetensors::tensor::serialize([("logits", view)], Some(metadata))
