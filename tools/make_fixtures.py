@@ -36,28 +36,14 @@ from transformers import GPT2Config, GPT2LMHeadModel
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIXTURES = os.path.join(ROOT, "fixtures")
-VOCAB_DIR = os.environ.get("GPT2_VOCAB_DIR", os.path.join(ROOT, "crates", "gpt2-tokenizer", "data"))
-
-
-def bytes_to_unicode():
-    """GPT-2's byte -> printable unicode table (from OpenAI's encoder.py, re-typed)."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return dict(zip(bs, [chr(c) for c in cs]))
 
 
 def openai_decode(ids):
     """OpenAI's decode: ids -> token strings -> bytes -> text with errors='replace'."""
-    with open(os.path.join(VOCAB_DIR, "encoder.json"), encoding="utf-8") as f:
-        encoder = json.load(f)
-    decoder = {v: k for k, v in encoder.items()}
-    byte_decoder = {v: k for k, v in bytes_to_unicode().items()}
+    from gpt2_encoder import BYTE_ENCODER, ENCODER
+
+    decoder = {v: k for k, v in ENCODER.items()}
+    byte_decoder = {v: k for k, v in BYTE_ENCODER.items()}
     text = "".join(decoder[i] for i in ids)
     return bytearray(byte_decoder[c] for c in text).decode("utf-8", errors="replace")
 
