@@ -161,7 +161,7 @@ mod tests {
             assert!(d < 1e-4, "{d}");
         }
         // Several rows (the gemv kernels up to gemv::MAX_ROWS, then candle's gemm).
-        for rows in [4, 40] {
+        for rows in [4, 40, 100] {
             let xs = Tensor::randn(0f32, 1.0, (rows, 333), &dev)?;
             let d = (matmul(&xs, &w)? - xs.matmul(&w)?)?
                 .abs()?
