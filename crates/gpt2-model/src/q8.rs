@@ -35,8 +35,12 @@ fn quantize_block(w: &[f32], q: &mut [i8]) -> f32 {
     let amax = w.iter().fold(0f32, |m, v| m.max(v.abs()));
     let d = amax / 127.0;
     let inv = if d > 0.0 { 1.0 / d } else { 0.0 };
+    // Round to nearest (ties to even) by adding and subtracting 1.5·2²³: exact for |v| ≤ 2²²,
+    // and it vectorizes where `f32::round` is a libm call on baseline x86-64.
+    const MAGIC: f32 = 12_582_912.0;
     for (q, &w) in q.iter_mut().zip(w) {
-        *q = (w * inv).round().clamp(-127.0, 127.0) as i8;
+        let v = (w * inv).clamp(-127.0, 127.0);
+        *q = ((v + MAGIC) - MAGIC) as i8;
     }
     d
 }
