@@ -10,7 +10,8 @@
 //! - **first token**: wall time from spawning `gpt2 generate -n 1` (32-token prompt, text
 //!   output) to the first byte on its stdout: process start, mmap, weight load, tokenizer,
 //!   prefill and the first sampled token;
-//! - **peak RSS**: the decode run's `ru_maxrss` (from `wait4`), next to the weight file's size.
+//! - **peak RSS**: the decode run's `VmHWM` (polled from /proc while it runs; Linux only),
+//!   next to the weight file's size.
 //!
 //! `--batch 1,4,16` adds aggregate decode throughput for several sequences decoded together
 //! (one `Gpt2::step` for the whole batch per token), measured in this process with the
@@ -130,7 +131,7 @@ pub fn ensure_model(
 pub struct RunResult {
     /// Seconds from spawning the process to the first byte on its stdout.
     pub first_byte_s: f64,
-    /// Peak resident set size of the child, bytes.
+    /// Peak resident set size of the child, bytes (0 where /proc is missing).
     pub max_rss_bytes: u64,
     /// `stats.prefill_tok_per_s` (JSON runs; NaN otherwise).
     pub prefill_tok_per_s: f64,
@@ -138,19 +139,16 @@ pub struct RunResult {
     pub decode_tok_per_s: f64,
 }
 
-/// Waits for `pid` and returns its peak RSS in bytes (`ru_maxrss`, KiB on Linux) and whether
-/// it exited with status 0.
-#[cfg(unix)]
-fn wait_rusage(pid: u32) -> anyhow::Result<(u64, bool)> {
-    let mut status: libc::c_int = 0;
-    // SAFETY: `rusage` is plain data, zero is a valid value; wait4 writes both out-params.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    let r = unsafe { libc::wait4(pid as libc::pid_t, &mut status, 0, &mut usage) };
-    if r < 0 {
-        bail!("wait4 failed: {}", std::io::Error::last_os_error());
-    }
-    let ok = libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
-    Ok((usage.ru_maxrss.max(0) as u64 * 1024, ok))
+/// The peak RSS of process `pid` so far (`VmHWM` in /proc/PID/status), bytes.
+///
+/// Not `ru_maxrss` from `wait4`: Linux carries the parent's high-water mark into a child
+/// across fork + exec, so a child of a process that once held a big model reports at least
+/// that much.
+fn vm_hwm(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }
 
 /// Runs `gpt2 generate` with `args` and measures it (see [`RunResult`]).
@@ -165,6 +163,24 @@ pub fn run_generate(gpt2: &Path, args: &[String]) -> anyhow::Result<RunResult> {
         .with_context(|| format!("cannot run {}", gpt2.display()))?;
     let mut stdout = child.stdout.take().context("no stdout pipe")?;
     let mut stderr = child.stderr.take().context("no stderr pipe")?;
+    // The peak RSS: VmHWM only grows, so the last reading before the process exits (polled
+    // every 2 ms) is its peak up to the last 2 ms.
+    let pid = child.id();
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let rss_reader = {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            let mut peak = 0;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                match vm_hwm(pid) {
+                    Some(v) => peak = peak.max(v),
+                    None => break,
+                }
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+            peak
+        })
+    };
     // stderr on its own thread so a chatty child never blocks on a full pipe.
     let err_reader = std::thread::spawn(move || {
         let mut s = String::new();
@@ -179,10 +195,9 @@ pub fn run_generate(gpt2: &Path, args: &[String]) -> anyhow::Result<RunResult> {
     stdout
         .read_to_end(&mut out)
         .context("cannot read the output")?;
-    #[cfg(unix)]
-    let (max_rss_bytes, ok) = wait_rusage(child.id())?;
-    #[cfg(not(unix))]
-    let (max_rss_bytes, ok) = (0, child.wait()?.success());
+    let ok = child.wait().context("cannot wait for gpt2")?.success();
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let max_rss_bytes = rss_reader.join().unwrap_or(0);
     let err = err_reader.join().unwrap_or_default();
     if !ok {
         bail!("{} {} failed:\n{err}", gpt2.display(), args.join(" "));
@@ -368,10 +383,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 eprintln!();
                 let file = file_size(&dir);
                 let rss = median(&rss);
+                let prefill = median(&prefill);
                 rows.push(format!(
-                    "| {size} | {:.1} | {:.0} | {:.3} | {:.0} | {:.0} | {:.2} |",
+                    "| {size} | {:.1} | {} | {:.3} | {:.0} | {:.0} | {:.2} |",
                     median(&decode),
-                    median(&prefill),
+                    if prefill.is_nan() {
+                        "—".to_string()
+                    } else {
+                        format!("{prefill:.0}")
+                    },
                     median(&first),
                     rss / (1024.0 * 1024.0),
                     mib(file),
