@@ -156,7 +156,12 @@ impl Q8Matrix {
                 let r0 = c * CH;
                 let len = CH.min(self.rows - r0);
                 let mut acc = vec![0f32; m * len];
-                for j in 0..len {
+                // Round-robin over the four quarters of the chunk: four streams in flight.
+                let quarter = len.div_ceil(4);
+                let order = (0..quarter)
+                    .flat_map(|j| (0..4).map(move |p| p * quarter + j))
+                    .filter(|&j| j < len);
+                for j in order {
                     let r = r0 + j;
                     let q = &self.qs[r * k..(r + 1) * k];
                     let s = &self.scales[r * nb..(r + 1) * nb];
