@@ -4,10 +4,11 @@
 //! block stores `d = max|w| / 127` and `q = round(w / d)` as 32 `i8`, so `w ≈ d · q`. Here
 //! the int8 values and the (f32) scales live in two arrays (1.125 bytes per weight).
 //!
-//! Products keep the activations in f32 (unlike llama.cpp and candle, which also round them
-//! to 8 bits): a decode step reads each block once, widens it to f32 in registers and
-//! multiplies (AVX2+FMA, detected at run time; a portable loop elsewhere). Longer
-//! products (prefill) dequantize the matrix once and run a gemm.
+//! Products of a few rows (decode) round the activations to Q8_0 blocks too, as llama.cpp
+//! does, and multiply-add 8-bit integers (AVX2 `vpmaddubsw`, detected at run time; a portable
+//! loop elsewhere): ~1.3x the throughput of widening the weights to f32 in registers, for a
+//! max logit difference of 0.31 instead of 0.21 on the shared gpt2-tiny fixture. Longer
+//! products (prefill) dequantize the matrix once and run an f32 gemm.
 
 use rayon::prelude::*;
 
@@ -149,6 +150,13 @@ impl Q8Matrix {
         assert_eq!(x.len(), m * k, "x is not [m, k]");
         let nb = k / BLOCK;
         let mut out = vec![0f32; m * self.rows];
+        // The activations in Q8_0 blocks too (as llama.cpp does): the products are then 8-bit
+        // integer multiply-adds, ~2.5x fewer instructions than widening the weights to f32.
+        let mut xq = vec![0i8; m * k];
+        let mut xd = vec![0f32; m * nb];
+        for ((q, d), x) in xq.chunks_mut(BLOCK).zip(xd.iter_mut()).zip(x.chunks(BLOCK)) {
+            *d = quantize_block(x, q);
+        }
         const CH: usize = 64;
         let parts: Vec<(usize, Vec<f32>)> = (0..self.rows.div_ceil(CH))
             .into_par_iter()
@@ -166,7 +174,8 @@ impl Q8Matrix {
                     let q = &self.qs[r * k..(r + 1) * k];
                     let s = &self.scales[r * nb..(r + 1) * nb];
                     for i in 0..m {
-                        acc[i * len + j] = dot(&x[i * k..(i + 1) * k], q, s);
+                        acc[i * len + j] =
+                            dot_q8(&xq[i * k..(i + 1) * k], &xd[i * nb..(i + 1) * nb], q, s);
                     }
                 }
                 (r0, acc)
@@ -183,26 +192,23 @@ impl Q8Matrix {
     }
 }
 
-/// `Σ_b s[b] · Σ_{t<32} x[32b+t] · q[32b+t]`.
-fn dot(x: &[f32], q: &[i8], s: &[f32]) -> f32 {
+/// `Σ_b xd[b] · s[b] · Σ_{t<32} xq[32b+t] · q[32b+t]` (both operands in Q8_0 blocks).
+fn dot_q8(xq: &[i8], xd: &[f32], q: &[i8], s: &[f32]) -> f32 {
     #[cfg(target_arch = "x86_64")]
     {
         if x86::has_avx2() {
-            // SAFETY: the CPU has AVX2+FMA; x, q are s.len()·32 long (callers slice them so).
-            return unsafe { x86::dot_avx2(x, q, s) };
+            // SAFETY: the CPU has AVX2+FMA; all four slices cover s.len() blocks.
+            return unsafe { x86::dot_q8_avx2(xq, xd, q, s) };
         }
     }
-    dot_portable(x, q, s)
+    dot_q8_portable(xq, xd, q, s)
 }
 
-fn dot_portable(x: &[f32], q: &[i8], s: &[f32]) -> f32 {
+fn dot_q8_portable(xq: &[i8], xd: &[f32], q: &[i8], s: &[f32]) -> f32 {
     let mut t = 0f32;
-    for ((x, q), &d) in x.chunks(BLOCK).zip(q.chunks(BLOCK)).zip(s) {
-        let mut b = 0f32;
-        for (&x, &q) in x.iter().zip(q) {
-            b += x * q as f32;
-        }
-        t += d * b;
+    for (((xq, &xd), q), &d) in xq.chunks(BLOCK).zip(xd).zip(q.chunks(BLOCK)).zip(s) {
+        let b: i32 = xq.iter().zip(q).map(|(&a, &b)| a as i32 * b as i32).sum();
+        t += xd * d * b as f32;
     }
     t
 }
@@ -216,24 +222,29 @@ mod x86 {
     }
 
     #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn dot_avx2(x: &[f32], q: &[i8], s: &[f32]) -> f32 {
+    pub unsafe fn dot_q8_avx2(xq: &[i8], xd: &[f32], q: &[i8], s: &[f32]) -> f32 {
         let nb = s.len();
-        assert!(x.len() >= nb * 32 && q.len() >= nb * 32);
-        let (px, pq) = (x.as_ptr(), q.as_ptr());
-        let mut acc = _mm256_setzero_ps();
+        assert!(xq.len() >= nb * 32 && q.len() >= nb * 32 && xd.len() >= nb);
+        let ones = _mm256_set1_epi16(1);
+        let mut acc0 = _mm256_setzero_ps();
+        let mut acc1 = _mm256_setzero_ps();
         for b in 0..nb {
-            let o = b * 32;
-            let mut p = _mm256_setzero_ps();
-            for t in 0..4 {
-                let qv = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(
-                    pq.add(o + 8 * t) as *const __m128i,
-                )));
-                p = _mm256_fmadd_ps(qv, _mm256_loadu_ps(px.add(o + 8 * t)), p);
+            let x = _mm256_loadu_si256(xq.as_ptr().add(b * 32) as *const __m256i);
+            let w = _mm256_loadu_si256(q.as_ptr().add(b * 32) as *const __m256i);
+            // |x| (unsigned) times w·sign(x): the products x·w, summed in pairs to i16
+            // (|x|, |w| ≤ 127, so a pair sums to at most 32258) then to i32.
+            let ax = _mm256_sign_epi8(x, x);
+            let sw = _mm256_sign_epi8(w, x);
+            let p = _mm256_madd_epi16(_mm256_maddubs_epi16(ax, sw), ones);
+            let d = _mm256_set1_ps(*xd.get_unchecked(b) * *s.get_unchecked(b));
+            if b % 2 == 0 {
+                acc0 = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc0);
+            } else {
+                acc1 = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc1);
             }
-            acc = _mm256_fmadd_ps(_mm256_set1_ps(*s.get_unchecked(b)), p, acc);
         }
         let mut lanes = [0f32; 8];
-        _mm256_storeu_ps(lanes.as_mut_ptr(), acc);
+        _mm256_storeu_ps(lanes.as_mut_ptr(), _mm256_add_ps(acc0, acc1));
         lanes.iter().sum()
     }
 }
@@ -288,23 +299,40 @@ mod tests {
     }
 
     #[test]
-    fn products_match_the_dequantized_matrix() {
+    fn products_match_the_dequantized_operands() {
         let (rows, k) = (130, 160);
         let q = Q8Matrix::from_rows(&values(rows * k, 3), rows, k);
         let deq = q.dequantize();
         for m in [1, 3] {
             let x = values(m * k, 4 + m as u32);
+            // The kernel rounds x to Q8_0 blocks too: compare with both operands rounded.
+            let xr = Q8Matrix::from_rows(&x, m, k).dequantize();
             let y = q.matmul_t(&x, m);
             for i in 0..m {
                 for r in 0..rows {
                     let want: f64 = (0..k)
-                        .map(|t| x[i * k + t] as f64 * deq[r * k + t] as f64)
+                        .map(|t| xr[i * k + t] as f64 * deq[r * k + t] as f64)
                         .sum();
                     assert!((y[i * rows + r] as f64 - want).abs() < 1e-3, "{i} {r}");
+                    // And within the rounding of x (half a step per element) of the exact
+                    // product.
+                    let exact: f64 = (0..k)
+                        .map(|t| x[i * k + t] as f64 * deq[r * k + t] as f64)
+                        .sum();
+                    let bound: f64 = (0..k)
+                        .map(|t| {
+                            let b = (i * k + t) / BLOCK * BLOCK;
+                            let amax = x[b..b + BLOCK].iter().fold(0f32, |a, v| a.max(v.abs()));
+                            deq[r * k + t].abs() as f64 * amax as f64 / 254.0
+                        })
+                        .sum();
+                    let err = (y[i * rows + r] as f64 - exact).abs();
+                    assert!(err <= bound + 1e-3, "{i} {r}: {err} > {bound}");
                 }
             }
-            let p = dot_portable(&x[..k], &q.qs[..k], &q.scales[..k / BLOCK]);
-            assert!((p - y[0]).abs() < 1e-3);
+            let xq = Q8Matrix::from_rows(&x[..k], 1, k);
+            let p = dot_q8_portable(&xq.qs, &xq.scales, &q.qs[..k], &q.scales[..k / BLOCK]);
+            assert!((p - y[0]).abs() < 1e-4);
         }
     }
 }

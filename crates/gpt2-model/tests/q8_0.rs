@@ -12,12 +12,13 @@ mod common;
 use common::*;
 use gpt2_model::{Config, DType, Gpt2, LoadOptions, ModelError, Quantization};
 
-/// Bound on max |logit diff| for Q8_0 on the random n_embd-128 model (measured 9.3e-3).
+/// Bound on max |logit diff| for Q8_0 on the random n_embd-128 model (measured 1.3e-2).
 const Q8_LOGITS_TOL: f32 = 0.05;
-/// Bound on the shared gpt2-tiny fixture (measured 0.21: its weights and logits are larger).
+/// Bound on the shared gpt2-tiny fixture (measured 0.31: its weights and logits are larger;
+/// the decode kernel rounds the activations to 8-bit blocks too).
 const Q8_LOGITS_TOL_SHARED: f32 = 0.4;
 /// Greedy picks must agree wherever the f32 top-1 margin exceeds this (logits move by up to
-/// ~0.2 on the shared fixture, so margins of that order can flip; measured largest flip 0.13).
+/// ~0.3 on the shared fixture, so margins of that order can flip; largest flip measured 0.13).
 const Q8_MARGIN: f64 = 0.25;
 
 /// Max |logit diff| at every position of `ids`, and greedy agreement over `n` new tokens
