@@ -37,7 +37,7 @@ pub struct Args {
         long = "dtype",
         value_name = "DTYPE",
         value_delimiter = ',',
-        default_value = "f32,f16"
+        default_value = "f32,f16,q8_0"
     )]
     pub dtypes: Vec<String>,
     /// Runs per measurement (the table shows medians).
