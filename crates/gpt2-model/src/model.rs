@@ -25,7 +25,7 @@ pub struct LoadOptions {
     /// `Device::Cpu` by default; CUDA/Metal with the crate's `cuda`/`metal` features.
     pub device: Device,
     /// Store the matrices (`wte`, `c_attn`, `c_proj`, `c_fc`) in 8-bit blocks at load time
-    /// (`None`: as `dtype`). Needs `dtype` `F32` (activations stay f32).
+    /// (`None`: as `dtype`). Needs `dtype` `F32` and the CPU (the Q8_0 kernels are CPU-only).
     pub quantize: Option<Quantization>,
 }
 
@@ -229,6 +229,12 @@ impl Gpt2 {
         }
         if let Some(q) = opts.quantize {
             let block = crate::q8::BLOCK;
+            if !opts.device.is_cpu() {
+                return Err(ModelError::BadInput {
+                    expected: format!("the CPU for {q:?} weights (its kernels are CPU-only)"),
+                    found: format!("{:?}", opts.device.location()),
+                });
+            }
             if opts.dtype != DType::F32 {
                 return Err(ModelError::BadInput {
                     expected: format!("f32 activations with {q:?} weights"),
