@@ -386,6 +386,7 @@ pub fn matmul(x: &Tensor, w: &Tensor) -> Result<Option<Tensor>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_values::values;
 
     fn naive(x: &[f32], m: usize, k: usize, w: &[f32], n: usize) -> Vec<f32> {
         let mut y = vec![0f64; m * n];
@@ -397,15 +398,6 @@ mod tests {
             }
         }
         y.into_iter().map(|v| v as f32).collect()
-    }
-
-    fn values(len: usize, seed: u32) -> Vec<f32> {
-        (0..len)
-            .map(|i| {
-                let h = (i as u32).wrapping_mul(2_654_435_761).wrapping_add(seed);
-                ((h >> 8) % 2001) as f32 / 1000.0 - 1.0
-            })
-            .collect()
     }
 
     fn close(a: &[f32], b: &[f32], tol: f32) {

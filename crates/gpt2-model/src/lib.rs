@@ -72,3 +72,17 @@ pub use model::{ContextOverflow, Gpt2, LoadOptions, Logits, Quantization};
 
 /// Re-exported so users need not depend on candle directly for the basics.
 pub use candle_core::{DType, Device, Tensor};
+
+/// Deterministic pseudo-random test data shared by the kernels' unit tests.
+#[cfg(test)]
+mod test_values {
+    /// `len` values in [-1, 1], a cheap hash of the index and `seed`.
+    pub fn values(len: usize, seed: u32) -> Vec<f32> {
+        (0..len)
+            .map(|i| {
+                let h = (i as u32).wrapping_mul(2_654_435_761).wrapping_add(seed);
+                ((h >> 8) % 2001) as f32 / 1000.0 - 1.0
+            })
+            .collect()
+    }
+}
