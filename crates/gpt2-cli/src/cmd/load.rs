@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use gpt2_model::{DType, Device, Gpt2, LoadOptions};
-use gpt2_tokenizer::Tokenizer;
+use gpt2_tokenizer::{Layout, Tokenizer};
 
 use super::UsageError;
 
@@ -140,11 +140,16 @@ pub fn set_threads(threads: Option<usize>) -> anyhow::Result<()> {
     }
 }
 
-/// Whether `dir` holds tokenizer files of any layout.
-fn has_tokenizer_files(dir: &Path) -> bool {
-    ["encoder.json", "vocab.json", "tokenizer.json"]
-        .iter()
-        .any(|name| dir.join(name).is_file())
+/// The model directory's own tokenizer files (any layout, as `gpt2-tokenizer` detects them),
+/// or GPT-2's embedded vocabulary when the directory has none; half a layout is an error.
+fn tokenizer_for(dir: &Path) -> anyhow::Result<Tokenizer> {
+    let layout = match Layout::detect(dir) {
+        Ok(layout) => layout,
+        Err(gpt2_tokenizer::Error::NoTokenizerFiles { .. }) => return Ok(Tokenizer::gpt2()),
+        Err(err) => return Err(err).context("cannot find the model's tokenizer files"),
+    };
+    Tokenizer::from_dir_with_layout(dir, layout)
+        .with_context(|| format!("cannot load the tokenizer in {}", dir.display()))
 }
 
 /// Resolves `--model` (downloading a named model when needed), loads it and its tokenizer.
@@ -177,12 +182,7 @@ pub fn load(args: &ModelArgs) -> anyhow::Result<Loaded> {
     opts.device = args.device.open()?;
     let model = Gpt2::load(&dir, &opts)
         .with_context(|| format!("cannot load the model in {}", dir.display()))?;
-    let tokenizer = if has_tokenizer_files(&dir) {
-        Tokenizer::from_dir(&dir)
-            .with_context(|| format!("cannot load the tokenizer in {}", dir.display()))?
-    } else {
-        Tokenizer::gpt2()
-    };
+    let tokenizer = tokenizer_for(&dir)?;
     Ok(Loaded {
         model,
         tokenizer,
