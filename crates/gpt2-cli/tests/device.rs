@@ -1,12 +1,10 @@
 //! `--device`: the CPU always works; a GPU missing from this build is a clear runtime error; a
 //! malformed value is a usage error.
 
-use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-fn tiny() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/tiny/hf")
-}
+mod common;
+use common::tiny;
 
 fn generate(device: &str) -> Output {
     Command::new(env!("CARGO_BIN_EXE_gpt2"))

@@ -2,23 +2,13 @@
 //! n_ctx 32) and checked against its transformers reference.
 
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
 use serde_json::Value;
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn tiny() -> PathBuf {
-    root().join("fixtures/tiny/hf")
-}
-
-fn reference() -> Value {
-    let path = root().join("fixtures/tiny/reference.json");
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
+mod common;
+use common::{reference, root, tiny};
 
 fn ids_of(v: &Value) -> Vec<u32> {
     v.as_array()

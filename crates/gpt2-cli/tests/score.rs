@@ -1,23 +1,12 @@
 //! `gpt2 score`, run as a binary on the committed fixture model (fixtures/tiny, n_ctx 32) and
 //! checked against the transformers reference log-probs.
 
-use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use serde_json::Value;
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn tiny() -> PathBuf {
-    root().join("fixtures/tiny/hf")
-}
-
-fn reference() -> Value {
-    let path = root().join("fixtures/tiny/reference.json");
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
+mod common;
+use common::{reference, tiny};
 
 fn csv(v: &Value) -> String {
     v.as_array()
