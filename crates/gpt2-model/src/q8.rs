@@ -110,6 +110,38 @@ impl Q8Matrix {
         }
     }
 
+    /// A matrix from its parts: `qs` `[rows, k]` int8 values and `scales` `[rows, k / 32]`,
+    /// so that weight `(r, c)` is `scales[r·k/32 + c/32] · qs[r·k + c]`. `None` when `k` is
+    /// not a multiple of [`BLOCK`] or the lengths do not match `rows` and `k`.
+    ///
+    /// ```
+    /// use gpt2_model::q8::Q8Matrix;
+    /// let q = Q8Matrix::from_parts(1, 32, vec![2; 32], vec![0.5]).unwrap();
+    /// assert_eq!(q.dequantize(), vec![1.0; 32]);
+    /// assert!(Q8Matrix::from_parts(1, 30, vec![2; 30], vec![0.5]).is_none());
+    /// ```
+    pub fn from_parts(rows: usize, k: usize, qs: Vec<i8>, scales: Vec<f32>) -> Option<Self> {
+        let ok = k % BLOCK == 0
+            && rows.checked_mul(k) == Some(qs.len())
+            && scales.len() == qs.len() / BLOCK;
+        ok.then_some(Self {
+            rows,
+            k,
+            qs,
+            scales,
+        })
+    }
+
+    /// The int8 values, `[rows, k]` row-major.
+    pub fn qs(&self) -> &[i8] {
+        &self.qs
+    }
+
+    /// The block scales, `[rows, k / 32]` row-major.
+    pub fn scales(&self) -> &[f32] {
+        &self.scales
+    }
+
     /// Rows.
     pub fn rows(&self) -> usize {
         self.rows
