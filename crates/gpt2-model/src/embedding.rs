@@ -57,7 +57,8 @@ impl Embeddings {
                 Tensor::from_vec(rows, (ids.len(), n_embd), self.wpe.device())?
                     .to_dtype(self.wpe.dtype())?
             }
-            None => self.wte.index_select(&ids, 0)?, // [b·s, n_embd]
+            // [b·s, n_embd], in the activations' dtype (wpe's).
+            None => self.wte.index_select(&ids, 0)?.to_dtype(self.wpe.dtype())?,
         };
         let pos = self.wpe.index_select(&positions.flatten_all()?, 0)?; // [b·s, n_embd]
         Ok((tok + pos)?.reshape((b, s, n_embd))?)

@@ -230,6 +230,9 @@ fn blocks(n: usize) -> usize {
 pub fn x_w<W: Weight>(x: &[f32], m: usize, k: usize, w: &[W], n: usize) -> Vec<f32> {
     assert_eq!(x.len(), m * k, "x is not [m, k]");
     assert_eq!(w.len(), k * n, "w is not [k, n]");
+    if m == 1 {
+        return x_w_one_row(x, k, w, n);
+    }
     let block = blocks(n);
     let parts: Vec<(usize, Vec<f32>)> = (0..n.div_ceil(block))
         .into_par_iter()
@@ -261,6 +264,41 @@ pub fn x_w<W: Weight>(x: &[f32], m: usize, k: usize, w: &[W], n: usize) -> Vec<f
         }
     }
     out
+}
+
+/// [`x_w`] for one row: each thread takes a band of whole rows of `w` (one contiguous
+/// stretch of memory, which the hardware prefetchers follow better than the column blocks'
+/// short segments: ~10% more bandwidth for f16 here) and the bands' partial sums are added.
+fn x_w_one_row<W: Weight>(x: &[f32], k: usize, w: &[W], n: usize) -> Vec<f32> {
+    let threads = rayon::current_num_threads().max(1);
+    let band = k.div_ceil(threads).div_ceil(4) * 4;
+    let partial = |i0: usize| {
+        let i1 = (i0 + band).min(k);
+        let mut acc = vec![0f32; n];
+        let mut i = i0;
+        while i < i1 {
+            let t = (i1 - i).min(4);
+            let rows: [&[W]; 4] = std::array::from_fn(|d| {
+                let r = i + d.min(t - 1);
+                &w[r * n..(r + 1) * n]
+            });
+            W::axpy(&mut acc, &x[i..i + t], &rows[..t]);
+            i += t;
+        }
+        acc
+    };
+    (0..k.div_ceil(band.max(1)))
+        .into_par_iter()
+        .map(|b| partial(b * band))
+        .reduce(
+            || vec![0f32; n],
+            |mut a, b| {
+                for (a, b) in a.iter_mut().zip(b) {
+                    *a += b;
+                }
+                a
+            },
+        )
 }
 
 /// `x` `[m, k]` · `eᵀ` for `e` `[n, k]` (row-major) → `[m, n]` row-major f32.
@@ -331,9 +369,9 @@ enum Layout {
 }
 
 /// `x` `[m, k]` · `w` `[k, n]` with these kernels when they apply: CPU tensors, f32 or f16
-/// weights, `m ≤ MAX_ROWS`, `x` of the weights' dtype, and `w` either row-major or the
-/// transpose of a row-major matrix. `None` when they do not (the caller runs candle's
-/// matmul). The result has `w`'s dtype.
+/// weights, `m ≤ MAX_ROWS`, and `w` either row-major or the transpose of a row-major
+/// matrix. `None` when they do not (the caller runs candle's matmul). The result has `x`'s
+/// dtype (f32 activations with f16 weights give f32).
 pub fn matmul(x: &Tensor, w: &Tensor) -> Result<Option<Tensor>> {
     let (m, k) = x.dims2()?;
     let (k2, n) = w.dims2()?;
@@ -341,7 +379,7 @@ pub fn matmul(x: &Tensor, w: &Tensor) -> Result<Option<Tensor>> {
         || m == 0
         || m > MAX_ROWS
         || k != k2
-        || x.dtype() != w.dtype()
+        || !matches!(x.dtype(), DType::F32 | DType::F16)
         || !matches!(w.dtype(), DType::F32 | DType::F16)
     {
         return Ok(None);
@@ -376,10 +414,10 @@ pub fn matmul(x: &Tensor, w: &Tensor) -> Result<Option<Tensor>> {
     };
     drop(storage);
     let y = Tensor::from_vec(out, (m, n), x.device())?;
-    Ok(Some(if w.dtype() == DType::F32 {
+    Ok(Some(if x.dtype() == DType::F32 {
         y
     } else {
-        y.to_dtype(w.dtype())?
+        y.to_dtype(x.dtype())?
     }))
 }
 

@@ -62,7 +62,7 @@ impl Gpt2 {
     pub fn random(config: &Config, seed: u64, opts: &LoadOptions) -> Result<Self> {
         config.validate()?;
         let expected = gpt2_weights::expected_tensors(config);
-        Self::build(config, opts, |name| {
+        Self::build(config, opts, |name, dtype| {
             let (index, (_, shape)) = expected
                 .iter()
                 .enumerate()
@@ -70,7 +70,7 @@ impl Gpt2 {
                 .ok_or_else(|| ModelError::Config(format!("no tensor named {name}")))?;
             let values = random_values(config, index, name, shape, seed);
             let t = Tensor::from_vec(values, shape.as_slice(), &opts.device)?;
-            Ok(t.to_dtype(opts.dtype)?)
+            Ok(t.to_dtype(dtype)?)
         })
     }
 
@@ -87,7 +87,11 @@ impl Gpt2 {
         let mut views = Vec::new();
         for (name, t) in self.named_tensors() {
             let shape = t.dims().to_vec();
-            let t = t.to_device(&candle_core::Device::Cpu)?.flatten_all()?;
+            // One dtype for the whole file (biases and norms are f32 on the CPU).
+            let t = t
+                .to_device(&candle_core::Device::Cpu)?
+                .to_dtype(self.dtype())?
+                .flatten_all()?;
             let (dtype, data): (gpt2_weights::Dtype, Vec<u8>) = match t.dtype() {
                 DType::F32 => (
                     gpt2_weights::Dtype::F32,

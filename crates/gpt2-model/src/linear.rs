@@ -24,6 +24,11 @@ pub fn matmul(x: &Tensor, w: &Tensor) -> Result<Tensor> {
     if let Some(y) = crate::gemv::matmul(x, w)? {
         return Ok(y);
     }
+    // f16 weights with f32 activations (the CPU's f16 models), more rows than the kernels
+    // take (a prefill): widen the weights for candle's f32 gemm.
+    if x.dtype() != w.dtype() {
+        return Ok(x.matmul(&w.to_dtype(x.dtype())?)?);
+    }
     let threads = rayon::current_num_threads();
     let (rows, _) = x.dims2()?;
     let (n_in, n_out) = w.dims2()?;

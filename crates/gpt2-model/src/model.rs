@@ -18,9 +18,12 @@ use crate::mlp::Mlp;
 /// Where the model lives and in which dtype it computes.
 #[derive(Debug, Clone)]
 pub struct LoadOptions {
-    /// Weights and activations: `F32` (the reference) or `F16` (half the memory traffic;
-    /// see the crate README for its accuracy). Attention softmax and layer-norm statistics
-    /// are always computed in f32.
+    /// The weight matrices' dtype: `F32` (the reference) or `F16` (half the memory traffic;
+    /// see the crate README for its accuracy). On the CPU the activations, the KV cache and
+    /// the small parameters (biases, layer norms, `wpe`) stay f32 whatever this is: the
+    /// kernels widen f16 weights in registers, and f16 arithmetic on the CPU would be slower
+    /// and less exact. On a GPU, `F16`/`BF16` is the dtype of everything (attention softmax
+    /// and layer-norm statistics are always computed in f32).
     pub dtype: DType,
     /// `Device::Cpu` by default; CUDA/Metal with the crate's `cuda`/`metal` features.
     pub device: Device,
@@ -120,8 +123,19 @@ pub struct Gpt2 {
     h: Vec<Block>,
     ln_f: LayerNorm,
     dtype: DType,
+    activations: DType,
     device: Device,
     quantize: Option<Quantization>,
+}
+
+/// The dtype of the activations and the KV cache: f32 on the CPU (see
+/// [`LoadOptions::dtype`]), the weights' dtype elsewhere.
+fn activation_dtype(opts: &LoadOptions) -> DType {
+    if opts.device.is_cpu() {
+        DType::F32
+    } else {
+        opts.dtype
+    }
 }
 
 fn candle_dtype(d: gpt2_weights::Dtype) -> DType {
@@ -134,7 +148,11 @@ fn candle_dtype(d: gpt2_weights::Dtype) -> DType {
 
 /// A candle tensor from borrowed little-endian bytes: one copy (straight from the mmap onto
 /// the device), then a cast if the stored dtype differs from the compute dtype.
-pub(crate) fn tensor_from_view(view: &TensorView<'_>, opts: &LoadOptions) -> Result<Tensor> {
+pub(crate) fn tensor_from_view(
+    view: &TensorView<'_>,
+    dtype: DType,
+    opts: &LoadOptions,
+) -> Result<Tensor> {
     let mapped = matches!(view.data, std::borrow::Cow::Borrowed(_));
     if mapped {
         advise(&view.data, Advice::Populate);
@@ -150,10 +168,10 @@ pub(crate) fn tensor_from_view(view: &TensorView<'_>, opts: &LoadOptions) -> Res
         // the page cache) so that the peak RSS is about one copy of the weights, not two.
         advise(&view.data, Advice::DropMapped);
     }
-    Ok(if t.dtype() == opts.dtype {
+    Ok(if t.dtype() == dtype {
         t
     } else {
-        t.to_dtype(opts.dtype)?
+        t.to_dtype(dtype)?
     })
 }
 
@@ -204,17 +222,18 @@ impl Gpt2 {
     /// Builds the model from opened weights. Each tensor is copied once from the mapped
     /// file into its final layout; the file stays mapped only as long as `weights` lives.
     pub fn from_weights(weights: &Weights, opts: &LoadOptions) -> Result<Self> {
-        Self::build(weights.config(), opts, |name| {
-            tensor_from_view(&weights.tensor(name)?, opts)
+        Self::build(weights.config(), opts, |name, dtype| {
+            tensor_from_view(&weights.tensor(name)?, dtype, opts)
         })
     }
 
     /// Builds the model from a source of named tensors (canonical names, HF shapes; see
-    /// `gpt2_weights::expected_tensors`), checking every shape.
+    /// `gpt2_weights::expected_tensors`), each asked for in the dtype it is kept in, checking
+    /// every shape.
     pub(crate) fn build(
         config: &Config,
         opts: &LoadOptions,
-        mut get: impl FnMut(&str) -> Result<Tensor>,
+        mut get: impl FnMut(&str, DType) -> Result<Tensor>,
     ) -> Result<Self> {
         config.validate()?;
         // candle's CPU matmul has no bf16 kernel: refuse it up front rather than at the first
@@ -249,10 +268,17 @@ impl Gpt2 {
             }
         }
         let quantize = opts.quantize;
+        let activations = activation_dtype(opts);
         let expected: std::collections::HashMap<String, Vec<usize>> =
             gpt2_weights::expected_tensors(config).into_iter().collect();
         let mut get = |name: &str| -> Result<Tensor> {
-            let t = get(name)?;
+            // The matrices in the requested dtype, the rest in the activations' dtype.
+            let matrix = name == "wte.weight"
+                || (name.ends_with(".weight")
+                    && [".c_attn.", ".c_proj.", ".c_fc."]
+                        .iter()
+                        .any(|m| name.contains(m)));
+            let t = get(name, if matrix { opts.dtype } else { activations })?;
             if let Some(shape) = expected.get(name) {
                 if t.dims() != shape.as_slice() {
                     return Err(ModelError::BadInput {
@@ -307,6 +333,7 @@ impl Gpt2 {
             h,
             ln_f,
             dtype: opts.dtype,
+            activations,
             device: opts.device.clone(),
             quantize: opts.quantize,
         })
@@ -317,9 +344,15 @@ impl Gpt2 {
         &self.config
     }
 
-    /// The compute dtype.
+    /// The weight matrices' dtype (`LoadOptions::dtype`).
     pub fn dtype(&self) -> DType {
         self.dtype
+    }
+
+    /// The dtype of the activations and the KV cache: f32 on the CPU, the weights' dtype on
+    /// a GPU.
+    pub fn activation_dtype(&self) -> DType {
+        self.activations
     }
 
     /// The block quantization of the weight matrices, if any.
@@ -543,7 +576,7 @@ impl Gpt2 {
             c.n_layer,
             c.n_head,
             c.head_dim(),
-            self.dtype,
+            self.activations,
             self.device.clone(),
             overflow,
         )
