@@ -30,7 +30,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
             // The weight matmuls alone (what the memory bandwidth bounds).
             let mut mm = Vec::new();
-            let tensors = model.named_tensors();
+            let tensors = model.named_tensors()?;
             let x768 = Tensor::ones((1, 768), *dtype, model.device())?;
             let x3072 = Tensor::ones((1, 3072), *dtype, model.device())?;
             for _ in 0..8 {

@@ -5,13 +5,14 @@ use std::sync::Arc;
 use candle_core::{DType, Tensor};
 
 use crate::error::Result;
+use crate::matrix::{Matrix, Slice};
 use crate::q8::Q8Matrix;
 
 /// `wte` (token embedding, also the tied output projection) and `wpe` (learned positions).
 #[derive(Debug, Clone)]
 pub struct Embeddings {
     /// `[n_vocab, n_embd]` (an empty `[0]` tensor when `wte_quantized` is set).
-    pub wte: Tensor,
+    pub wte: Matrix,
     /// `[n_ctx, n_embd]`.
     pub wpe: Tensor,
     /// `wte` in Q8_0 blocks (quantized models): rows are dequantized on lookup, and the
@@ -21,9 +22,9 @@ pub struct Embeddings {
 
 impl Embeddings {
     /// Embeddings from `wte` `[n_vocab, n_embd]` and `wpe` `[n_ctx, n_embd]`.
-    pub fn new(wte: Tensor, wpe: Tensor) -> Self {
+    pub fn new(wte: impl Into<Matrix>, wpe: Tensor) -> Self {
         Self {
-            wte,
+            wte: wte.into(),
             wpe,
             wte_quantized: None,
         }
@@ -31,12 +32,27 @@ impl Embeddings {
 
     /// Quantized embeddings: `wte` stored in Q8_0 blocks (`n_embd` must be a multiple of
     /// 32), `wpe` kept as given.
-    pub fn quantize(wte: &Tensor, wpe: Tensor) -> Result<Self> {
-        let (rows, k) = wte.dims2()?;
-        let w: Vec<f32> = wte.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
-        let q = Arc::new(Q8Matrix::from_rows(&w, rows, k));
+    pub fn quantize(wte: &Matrix, wpe: Tensor) -> Result<Self> {
+        let (rows, k) = match wte.dims()[..] {
+            [rows, k] => (rows, k),
+            _ => {
+                return Err(crate::ModelError::BadInput {
+                    expected: "wte of shape [n_vocab, n_embd]".into(),
+                    found: format!("shape {:?}", wte.dims()),
+                })
+            }
+        };
+        // Mapped f32 values are quantized in place; anything else is widened first.
+        let q = match wte {
+            Matrix::Mapped(m) => match m.slice() {
+                Slice::F32(w) => Q8Matrix::from_rows(w, rows, k),
+                Slice::F16(_) => Q8Matrix::from_rows(&wte.to_f32_vec()?, rows, k),
+            },
+            Matrix::Tensor(_) => Q8Matrix::from_rows(&wte.to_f32_vec()?, rows, k),
+        };
+        let q = Arc::new(q);
         Ok(Self {
-            wte: Tensor::zeros(0, DType::F32, wte.device())?,
+            wte: Tensor::zeros(0, DType::F32, wpe.device())?.into(),
             wpe,
             wte_quantized: Some(q),
         })
@@ -57,8 +73,19 @@ impl Embeddings {
                 Tensor::from_vec(rows, (ids.len(), n_embd), self.wpe.device())?
                     .to_dtype(self.wpe.dtype())?
             }
-            // [b·s, n_embd], in the activations' dtype (wpe's).
-            None => self.wte.index_select(&ids, 0)?.to_dtype(self.wpe.dtype())?,
+            None => match &self.wte {
+                // [b·s, n_embd], in the activations' dtype (wpe's).
+                Matrix::Tensor(wte) => wte.index_select(&ids, 0)?.to_dtype(self.wpe.dtype())?,
+                Matrix::Mapped(wte) => {
+                    let ids: Vec<u32> = ids.to_vec1()?;
+                    let mut rows = vec![0f32; ids.len() * n_embd];
+                    for (row, &id) in rows.chunks_mut(n_embd).zip(&ids) {
+                        wte.row_f32(id as usize, row);
+                    }
+                    Tensor::from_vec(rows, (ids.len(), n_embd), self.wpe.device())?
+                        .to_dtype(self.wpe.dtype())?
+                }
+            },
         };
         let pos = self.wpe.index_select(&positions.flatten_all()?, 0)?; // [b·s, n_embd]
         Ok((tok + pos)?.reshape((b, s, n_embd))?)
@@ -68,9 +95,12 @@ impl Embeddings {
     ///
     /// `wte` stays `[n_vocab, n_embd]` (one copy serves both lookups and this product).
     pub fn logits(&self, h: &Tensor) -> Result<Tensor> {
-        match &self.wte_quantized {
-            Some(q) => crate::linear::q8_matmul(h, q),
-            None => crate::linear::matmul(h, &self.wte.t()?),
+        match (&self.wte_quantized, &self.wte) {
+            (Some(q), _) => crate::linear::q8_matmul(h, q),
+            (None, Matrix::Tensor(wte)) => crate::linear::matmul(h, &wte.t()?),
+            (None, Matrix::Mapped(wte)) => {
+                crate::linear::mapped_matmul(h, wte, crate::gemv::Layout::Transposed)
+            }
         }
     }
 }

@@ -20,6 +20,7 @@ use half::f16;
 use rayon::prelude::*;
 
 use crate::error::Result;
+use crate::matrix::Slice;
 
 /// A weight element the kernels can read: `f32` or `f16`.
 pub trait Weight: Copy + Send + Sync + 'static {
@@ -361,7 +362,8 @@ pub fn x_et<W: Weight>(x: &[f32], m: usize, k: usize, e: &[W], n: usize) -> Vec<
 pub const MAX_ROWS: usize = 64;
 
 /// Which layout of the weight operand of `x · w`.
-enum Layout {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
     /// `w` `[k, n]` row-major.
     RowMajor,
     /// `w` is `eᵀ` for `e` `[n, k]` row-major.
@@ -373,15 +375,8 @@ enum Layout {
 /// matrix. `None` when they do not (the caller runs candle's matmul). The result has `x`'s
 /// dtype (f32 activations with f16 weights give f32).
 pub fn matmul(x: &Tensor, w: &Tensor) -> Result<Option<Tensor>> {
-    let (m, k) = x.dims2()?;
-    let (k2, n) = w.dims2()?;
-    if !x.device().is_cpu()
-        || m == 0
-        || m > MAX_ROWS
-        || k != k2
-        || !matches!(x.dtype(), DType::F32 | DType::F16)
-        || !matches!(w.dtype(), DType::F32 | DType::F16)
-    {
+    let (k, n) = w.dims2()?;
+    if !w.device().is_cpu() || !matches!(w.dtype(), DType::F32 | DType::F16) {
         return Ok(None);
     }
     let (storage, layout) = w.storage_and_layout();
@@ -393,26 +388,55 @@ pub fn matmul(x: &Tensor, w: &Tensor) -> Result<Option<Tensor>> {
     } else {
         return Ok(None);
     };
+    let w = match &*storage {
+        Storage::Cpu(CpuStorage::F32(v)) => Slice::F32(&v[start..start + k * n]),
+        Storage::Cpu(CpuStorage::F16(v)) => Slice::F16(&v[start..start + k * n]),
+        _ => return Ok(None),
+    };
+    matmul_slice(x, w, kind, k, n)
+}
+
+/// [`matmul`] on borrowed weights: `w` holds `[k, n]` row-major values
+/// ([`Layout::RowMajor`]) or `[n, k]` row-major ones standing for their transpose
+/// ([`Layout::Transposed`]). `None` when `x` is not a CPU tensor of at most [`MAX_ROWS`]
+/// f32/f16 rows of length `k`.
+///
+/// # Panics
+/// If `w` does not hold `k·n` values.
+pub fn matmul_slice(
+    x: &Tensor,
+    w: Slice<'_>,
+    layout: Layout,
+    k: usize,
+    n: usize,
+) -> Result<Option<Tensor>> {
+    let (m, k2) = x.dims2()?;
+    if !x.device().is_cpu()
+        || m == 0
+        || m > MAX_ROWS
+        || k != k2
+        || !matches!(x.dtype(), DType::F32 | DType::F16)
+    {
+        return Ok(None);
+    }
     let xs: Vec<f32> = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
     fn run<W: Weight>(
-        kind: &Layout,
+        layout: Layout,
         xs: &[f32],
         m: usize,
         k: usize,
         w: &[W],
         n: usize,
     ) -> Vec<f32> {
-        match kind {
+        match layout {
             Layout::RowMajor => x_w(xs, m, k, w, n),
             Layout::Transposed => x_et(xs, m, k, w, n),
         }
     }
-    let out = match &*storage {
-        Storage::Cpu(CpuStorage::F32(v)) => run(&kind, &xs, m, k, &v[start..start + k * n], n),
-        Storage::Cpu(CpuStorage::F16(v)) => run(&kind, &xs, m, k, &v[start..start + k * n], n),
-        _ => return Ok(None),
+    let out = match w {
+        Slice::F32(w) => run(layout, &xs, m, k, w, n),
+        Slice::F16(w) => run(layout, &xs, m, k, w, n),
     };
-    drop(storage);
     let y = Tensor::from_vec(out, (m, n), x.device())?;
     Ok(Some(if x.dtype() == DType::F32 {
         y

@@ -8,6 +8,7 @@ use rand::{rngs::StdRng, SeedableRng};
 use rand_distr::{Distribution, Normal};
 
 use crate::error::{ModelError, Result};
+use crate::matrix::Matrix;
 use crate::model::{Gpt2, LoadOptions};
 
 /// The value of one randomly initialised tensor (f32, row-major), GPT-2's recipe:
@@ -70,7 +71,7 @@ impl Gpt2 {
                 .ok_or_else(|| ModelError::Config(format!("no tensor named {name}")))?;
             let values = random_values(config, index, name, shape, seed);
             let t = Tensor::from_vec(values, shape.as_slice(), &opts.device)?;
-            Ok(t.to_dtype(dtype)?)
+            Ok(Matrix::Tensor(t.to_dtype(dtype)?))
         })
     }
 
@@ -85,7 +86,7 @@ impl Gpt2 {
             });
         }
         let mut views = Vec::new();
-        for (name, t) in self.named_tensors() {
+        for (name, t) in self.named_tensors()? {
             let shape = t.dims().to_vec();
             // One dtype for the whole file (biases and norms are f32 on the CPU).
             let t = t

@@ -61,6 +61,7 @@ pub mod init;
 pub mod kv_cache;
 pub mod layer_norm;
 pub mod linear;
+pub mod matrix;
 pub mod mlp;
 pub mod model;
 pub mod q8;

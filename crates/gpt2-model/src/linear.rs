@@ -6,6 +6,8 @@ use candle_core::{DType, Tensor};
 use rayon::prelude::*;
 
 use crate::error::Result;
+use crate::gemv::Layout;
+use crate::matrix::{Mapped, Matrix};
 use crate::q8::Q8Matrix;
 
 /// Below this many weight elements a one-row product is not worth splitting over threads.
@@ -52,6 +54,25 @@ pub fn matmul(x: &Tensor, w: &Tensor) -> Result<Tensor> {
     Ok(Tensor::cat(&parts, 1)?)
 }
 
+/// `x` `[rows, k]` · a mapped `[k, n]` matrix (`Layout::RowMajor`) or the transpose of a
+/// mapped `[n, k]` one (`Layout::Transposed`): the decode kernels in place for a few rows, a
+/// temporary tensor copy and candle's gemm for more.
+pub fn mapped_matmul(x: &Tensor, w: &Mapped, layout: Layout) -> Result<Tensor> {
+    let (rows, cols) = w.dims();
+    let (k, n) = match layout {
+        Layout::RowMajor => (rows, cols),
+        Layout::Transposed => (cols, rows),
+    };
+    if let Some(y) = crate::gemv::matmul_slice(x, w.slice(), layout, k, n)? {
+        return Ok(y);
+    }
+    let t = w.to_tensor(x.device())?;
+    match layout {
+        Layout::RowMajor => matmul(x, &t),
+        Layout::Transposed => matmul(x, &t.t()?),
+    }
+}
+
 /// `x` `[m, k]` · `qᵀ` for a Q8_0 matrix `q` `[n, k]` → `[m, n]` (f32): the blocked kernel for
 /// a few rows, a dequantized gemm for more (prefill).
 pub fn q8_matmul(x: &Tensor, q: &Q8Matrix) -> Result<Tensor> {
@@ -78,7 +99,7 @@ pub fn q8_matmul(x: &Tensor, q: &Q8Matrix) -> Result<Tensor> {
 #[derive(Debug, Clone)]
 pub struct Conv1D {
     /// `W`, `[in, out]` (an empty `[0]` tensor when the layer is quantized).
-    pub weight: Tensor,
+    pub weight: Matrix,
     /// `b`, `[out]`.
     pub bias: Tensor,
     /// `Wᵀ` `[out, in]` in Q8_0 blocks, for quantized models; then `weight` is empty and
@@ -88,9 +109,9 @@ pub struct Conv1D {
 
 impl Conv1D {
     /// A layer from `W` `[in, out]` and `b` `[out]`.
-    pub fn new(weight: Tensor, bias: Tensor) -> Self {
+    pub fn new(weight: impl Into<Matrix>, bias: Tensor) -> Self {
         Self {
-            weight,
+            weight: weight.into(),
             bias,
             quantized: None,
         }
@@ -98,14 +119,31 @@ impl Conv1D {
 
     /// A Q8_0 layer: `W` `[in, out]` is stored transposed, `[out, in]`, in blocks of 32
     /// along `in` (which must be a multiple of 32). `b` stays as given.
-    pub fn quantize(weight: &Tensor, bias: Tensor) -> Result<Self> {
-        let (k, n) = weight.dims2()?;
-        let w: Vec<f32> = weight.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
-        let q = Arc::new(Q8Matrix::from_transposed(&w, k, n));
+    pub fn quantize(weight: &Matrix, bias: Tensor) -> Result<Self> {
+        let (k, n) = match weight.dims()[..] {
+            [k, n] => (k, n),
+            _ => {
+                return Err(crate::ModelError::BadInput {
+                    expected: "a [in, out] weight matrix".into(),
+                    found: format!("shape {:?}", weight.dims()),
+                })
+            }
+        };
+        // Mapped f32 values are quantized in place; anything else is widened first.
+        let q = match weight {
+            Matrix::Mapped(m) => match m.slice() {
+                crate::matrix::Slice::F32(w) => Q8Matrix::from_transposed(w, k, n),
+                crate::matrix::Slice::F16(_) => {
+                    Q8Matrix::from_transposed(&weight.to_f32_vec()?, k, n)
+                }
+            },
+            Matrix::Tensor(_) => Q8Matrix::from_transposed(&weight.to_f32_vec()?, k, n),
+        };
+        let device = bias.device().clone();
         Ok(Self {
-            weight: Tensor::zeros(0, DType::F32, weight.device())?,
+            weight: Tensor::zeros(0, DType::F32, &device)?.into(),
             bias,
-            quantized: Some(q),
+            quantized: Some(Arc::new(q)),
         })
     }
 
@@ -116,9 +154,10 @@ impl Conv1D {
         let rows = x.elem_count() / n_in.max(1);
         let x2 = x.reshape((rows, n_in))?;
         // [rows, in] · [in, out] → [rows, out]: one gemm whatever the leading dims.
-        let y = match &self.quantized {
-            Some(q) => q8_matmul(&x2, q)?,
-            None => matmul(&x2, &self.weight)?,
+        let y = match (&self.quantized, &self.weight) {
+            (Some(q), _) => q8_matmul(&x2, q)?,
+            (None, Matrix::Tensor(w)) => matmul(&x2, w)?,
+            (None, Matrix::Mapped(w)) => mapped_matmul(&x2, w, Layout::RowMajor)?,
         };
         let y = y.broadcast_add(&self.bias)?;
         let mut out_dims = dims.to_vec();

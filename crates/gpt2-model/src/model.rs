@@ -13,6 +13,7 @@ use crate::error::{ModelError, Result};
 use crate::kv_cache::KvCache;
 use crate::layer_norm::LayerNorm;
 use crate::linear::Conv1D;
+use crate::matrix::{Mapped, Matrix};
 use crate::mlp::Mlp;
 
 /// Where the model lives and in which dtype it computes.
@@ -128,6 +129,16 @@ pub struct Gpt2 {
     quantize: Option<Quantization>,
 }
 
+/// Whether `name` is one of the large matrices (`wte` and the `Conv1D` weights), kept in
+/// [`LoadOptions::dtype`] (and mapped in place where possible).
+fn is_matrix(name: &str) -> bool {
+    name == "wte.weight"
+        || (name.ends_with(".weight")
+            && [".c_attn.", ".c_proj.", ".c_fc."]
+                .iter()
+                .any(|m| name.contains(m)))
+}
+
 /// The dtype of the activations and the KV cache: f32 on the CPU (see
 /// [`LoadOptions::dtype`]), the weights' dtype elsewhere.
 fn activation_dtype(opts: &LoadOptions) -> DType {
@@ -223,7 +234,22 @@ impl Gpt2 {
     /// file into its final layout; the file stays mapped only as long as `weights` lives.
     pub fn from_weights(weights: &Weights, opts: &LoadOptions) -> Result<Self> {
         Self::build(weights.config(), opts, |name, dtype| {
-            tensor_from_view(&weights.tensor(name)?, dtype, opts)
+            let view = weights.tensor(name)?;
+            // The large matrices of a mapped file on the CPU, already in the wanted dtype:
+            // used in place (see `matrix`).
+            if let (&[rows, cols], true, true) = (
+                view.shape.as_slice(),
+                opts.device.is_cpu() && is_matrix(name),
+                candle_dtype(view.dtype) == dtype,
+            ) {
+                let bytes = weights.shared_bytes(name)?;
+                if bytes.is_mapped() {
+                    if let Some(m) = Mapped::new(bytes, dtype, rows, cols) {
+                        return Ok(Matrix::Mapped(m));
+                    }
+                }
+            }
+            Ok(Matrix::Tensor(tensor_from_view(&view, dtype, opts)?))
         })
     }
 
@@ -233,7 +259,7 @@ impl Gpt2 {
     pub(crate) fn build(
         config: &Config,
         opts: &LoadOptions,
-        mut get: impl FnMut(&str, DType) -> Result<Tensor>,
+        mut get: impl FnMut(&str, DType) -> Result<Matrix>,
     ) -> Result<Self> {
         config.validate()?;
         // candle's CPU matmul has no bf16 kernel: refuse it up front rather than at the first
@@ -271,14 +297,14 @@ impl Gpt2 {
         let activations = activation_dtype(opts);
         let expected: std::collections::HashMap<String, Vec<usize>> =
             gpt2_weights::expected_tensors(config).into_iter().collect();
-        let mut get = |name: &str| -> Result<Tensor> {
+        let mut get_matrix = |name: &str| -> Result<Matrix> {
             // The matrices in the requested dtype, the rest in the activations' dtype.
-            let matrix = name == "wte.weight"
-                || (name.ends_with(".weight")
-                    && [".c_attn.", ".c_proj.", ".c_fc."]
-                        .iter()
-                        .any(|m| name.contains(m)));
-            let t = get(name, if matrix { opts.dtype } else { activations })?;
+            let dtype = if is_matrix(name) {
+                opts.dtype
+            } else {
+                activations
+            };
+            let t = get(name, dtype)?;
             if let Some(shape) = expected.get(name) {
                 if t.dims() != shape.as_slice() {
                     return Err(ModelError::BadInput {
@@ -287,25 +313,34 @@ impl Gpt2 {
                     });
                 }
             }
-            Ok(t.contiguous()?)
+            Ok(match t {
+                Matrix::Tensor(t) => Matrix::Tensor(t.contiguous()?),
+                mapped => mapped,
+            })
         };
         let eps = config.layer_norm_epsilon;
-        let ln = |get: &mut dyn FnMut(&str) -> Result<Tensor>, p: &str| -> Result<LayerNorm> {
+        let device = opts.device.clone();
+        let get = &mut get_matrix;
+        let tensor = |get: &mut dyn FnMut(&str) -> Result<Matrix>, name: &str| -> Result<Tensor> {
+            get(name)?.to_tensor(&device)
+        };
+        let ln = |get: &mut dyn FnMut(&str) -> Result<Matrix>, p: &str| -> Result<LayerNorm> {
             Ok(LayerNorm::new(
-                get(&format!("{p}.weight"))?,
-                get(&format!("{p}.bias"))?,
+                tensor(get, &format!("{p}.weight"))?,
+                tensor(get, &format!("{p}.bias"))?,
                 eps,
             ))
         };
-        let conv = |get: &mut dyn FnMut(&str) -> Result<Tensor>, p: &str| -> Result<Conv1D> {
-            let (w, b) = (get(&format!("{p}.weight"))?, get(&format!("{p}.bias"))?);
+        let conv = |get: &mut dyn FnMut(&str) -> Result<Matrix>, p: &str| -> Result<Conv1D> {
+            let w = get(&format!("{p}.weight"))?;
+            let b = tensor(get, &format!("{p}.bias"))?;
             match quantize {
                 Some(Quantization::Q8_0) => Conv1D::quantize(&w, b),
                 None => Ok(Conv1D::new(w, b)),
             }
         };
         let wte = get("wte.weight")?;
-        let wpe = get("wpe.weight")?;
+        let wpe = tensor(get, "wpe.weight")?;
         let embeddings = match quantize {
             Some(Quantization::Q8_0) => Embeddings::quantize(&wte, wpe)?,
             None => Embeddings::new(wte, wpe),
@@ -313,20 +348,20 @@ impl Gpt2 {
         let mut h = Vec::with_capacity(config.n_layer);
         for i in 0..config.n_layer {
             h.push(Block {
-                ln_1: ln(&mut get, &format!("h.{i}.ln_1"))?,
+                ln_1: ln(get, &format!("h.{i}.ln_1"))?,
                 attn: CausalSelfAttention {
-                    c_attn: conv(&mut get, &format!("h.{i}.attn.c_attn"))?,
-                    c_proj: conv(&mut get, &format!("h.{i}.attn.c_proj"))?,
+                    c_attn: conv(get, &format!("h.{i}.attn.c_attn"))?,
+                    c_proj: conv(get, &format!("h.{i}.attn.c_proj"))?,
                     n_head: config.n_head,
                 },
-                ln_2: ln(&mut get, &format!("h.{i}.ln_2"))?,
+                ln_2: ln(get, &format!("h.{i}.ln_2"))?,
                 mlp: Mlp {
-                    c_fc: conv(&mut get, &format!("h.{i}.mlp.c_fc"))?,
-                    c_proj: conv(&mut get, &format!("h.{i}.mlp.c_proj"))?,
+                    c_fc: conv(get, &format!("h.{i}.mlp.c_fc"))?,
+                    c_proj: conv(get, &format!("h.{i}.mlp.c_proj"))?,
                 },
             });
         }
-        let ln_f = ln(&mut get, "ln_f")?;
+        let ln_f = ln(get, "ln_f")?;
         Ok(Self {
             config: *config,
             embeddings,
@@ -355,6 +390,20 @@ impl Gpt2 {
         self.activations
     }
 
+    /// Whether the large matrices (`wte` and the `Conv1D` weights) are used in place from
+    /// the memory-mapped weight file, with no copy: true for f32/f16 safetensors loaded on
+    /// the CPU in their stored dtype (the data must be aligned, as Hugging Face's and this
+    /// project's files are); false for random, quantized, cast or GPU models.
+    pub fn weights_in_place(&self) -> bool {
+        use crate::matrix::Matrix::Mapped;
+        matches!(self.embeddings.wte, Mapped(_))
+            && self.h.iter().all(|b| {
+                [&b.attn.c_attn, &b.attn.c_proj, &b.mlp.c_fc, &b.mlp.c_proj]
+                    .iter()
+                    .all(|c| matches!(c.weight, Mapped(_)))
+            })
+    }
+
     /// The block quantization of the weight matrices, if any.
     pub fn quantization(&self) -> Option<Quantization> {
         self.quantize
@@ -366,17 +415,22 @@ impl Gpt2 {
     }
 
     /// Every weight with its canonical name (`wte.weight`, `h.0.attn.c_attn.weight`, ...),
-    /// in model order, with HF shapes. In a quantized model the quantized matrices
-    /// (`wte` and the `Conv1D` weights) are empty `[0]` tensors: their values live in the
-    /// layers' `QMatMul`s.
-    pub fn named_tensors(&self) -> Vec<(String, &Tensor)> {
+    /// in model order, with HF shapes. Matrices used in place from the mapped file are
+    /// copied into tensors here. In a quantized model the quantized matrices (`wte` and the
+    /// `Conv1D` weights) are empty `[0]` tensors: their values live in the layers'
+    /// `Q8Matrix`es.
+    pub fn named_tensors(&self) -> Result<Vec<(String, Tensor)>> {
+        let dev = &self.device;
         let mut out = vec![
-            ("wte.weight".to_string(), &self.embeddings.wte),
-            ("wpe.weight".to_string(), &self.embeddings.wpe),
+            (
+                "wte.weight".to_string(),
+                self.embeddings.wte.to_tensor(dev)?,
+            ),
+            ("wpe.weight".to_string(), self.embeddings.wpe.clone()),
         ];
-        fn ln<'a>(p: String, l: &'a LayerNorm, out: &mut Vec<(String, &'a Tensor)>) {
-            out.push((format!("{p}.weight"), &l.weight));
-            out.push((format!("{p}.bias"), &l.bias));
+        fn ln(p: String, l: &LayerNorm, out: &mut Vec<(String, Tensor)>) {
+            out.push((format!("{p}.weight"), l.weight.clone()));
+            out.push((format!("{p}.bias"), l.bias.clone()));
         }
         for (i, b) in self.h.iter().enumerate() {
             ln(format!("h.{i}.ln_1"), &b.ln_1, &mut out);
@@ -384,20 +438,20 @@ impl Gpt2 {
                 (format!("h.{i}.attn.c_attn"), &b.attn.c_attn),
                 (format!("h.{i}.attn.c_proj"), &b.attn.c_proj),
             ] {
-                out.push((format!("{p}.weight"), &c.weight));
-                out.push((format!("{p}.bias"), &c.bias));
+                out.push((format!("{p}.weight"), c.weight.to_tensor(dev)?));
+                out.push((format!("{p}.bias"), c.bias.clone()));
             }
             ln(format!("h.{i}.ln_2"), &b.ln_2, &mut out);
             for (p, c) in [
                 (format!("h.{i}.mlp.c_fc"), &b.mlp.c_fc),
                 (format!("h.{i}.mlp.c_proj"), &b.mlp.c_proj),
             ] {
-                out.push((format!("{p}.weight"), &c.weight));
-                out.push((format!("{p}.bias"), &c.bias));
+                out.push((format!("{p}.weight"), c.weight.to_tensor(dev)?));
+                out.push((format!("{p}.bias"), c.bias.clone()));
             }
         }
         ln("ln_f".to_string(), &self.ln_f, &mut out);
-        out
+        Ok(out)
     }
 
     /// Checks ids against the vocabulary.

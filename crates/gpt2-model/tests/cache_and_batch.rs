@@ -395,6 +395,62 @@ fn random_model_saves_and_loads_back_identically() {
 }
 
 #[test]
+fn weights_used_in_place_give_the_same_logits_as_tensors() {
+    // n_ctx above gemv::MAX_ROWS, so that a long forward pass takes the temporary-copy path.
+    let config = Config {
+        n_vocab: 300,
+        n_ctx: 160,
+        n_embd: 32,
+        n_head: 2,
+        n_layer: 2,
+        layer_norm_epsilon: 1e-5,
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (name, dtype) in [("f32", DType::F32), ("f16", DType::F16)] {
+        let opts = LoadOptions::cpu(dtype);
+        let random = Gpt2::random(&config, 9, &opts).expect("random");
+        let path = dir.path().join(name);
+        random.save_hf(&path).expect("save_hf");
+        let loaded = Gpt2::load(&path, &opts).expect("load");
+        assert!(loaded.weights_in_place(), "{name}: not mapped");
+        assert!(!random.weights_in_place());
+        // The same values in tensors: the random model itself for f32; for f16 (whose file
+        // has f16-rounded biases) the file cast to f32 at load, which copies.
+        let model = match dtype {
+            DType::F32 => random,
+            _ => Gpt2::load(&path, &LoadOptions::cpu(DType::F32)).expect("load cast"),
+        };
+        assert!(!model.weights_in_place());
+        for n in [1, 5, 150] {
+            let ids = row(&prompt(n, 3).iter().map(|t| t % 300).collect::<Vec<_>>());
+            let a = model.forward(&ids).expect("a");
+            let b = loaded.forward(&ids).expect("b");
+            assert_eq!(max_abs_diff(&a, &b), 0.0, "{name}, {n} tokens");
+        }
+        let mut ca = model.new_cache(ContextOverflow::Error);
+        let mut cb = loaded.new_cache(ContextOverflow::Error);
+        let p = [5u32, 17, 250];
+        let la = model.prefill(&mut ca, &[&p], Logits::Last).expect("pa");
+        let lb = loaded.prefill(&mut cb, &[&p], Logits::Last).expect("pb");
+        assert_eq!(max_abs_diff(&la, &lb), 0.0);
+        let la = model.step(&mut ca, &[7]).expect("sa");
+        let lb = loaded.step(&mut cb, &[7]).expect("sb");
+        assert_eq!(max_abs_diff(&la, &lb), 0.0);
+        // q8_0 quantizes the mapped f32 values in place: same model as from tensors.
+        if dtype == DType::F32 {
+            let qa = Gpt2::random(&config, 9, &LoadOptions::q8_0()).expect("q8 random");
+            let qb = Gpt2::load(&path, &LoadOptions::q8_0()).expect("q8 load");
+            let ids = row(&[1, 2, 3]);
+            let d = max_abs_diff(
+                &qa.forward(&ids).expect("qa"),
+                &qb.forward(&ids).expect("qb"),
+            );
+            assert_eq!(d, 0.0);
+        }
+    }
+}
+
+#[test]
 fn a_forked_cache_continues_independently() {
     let model = tiny();
     let p = prompt(8, 15);

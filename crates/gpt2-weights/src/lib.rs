@@ -71,4 +71,4 @@ pub use convert::{convert, save_hf, save_hf_with_files};
 pub use error::{Mismatch, WeightsError};
 pub use names::expected_tensors;
 pub use tensor::{Dtype, Layout, TensorView};
-pub use weights::{TensorInfo, Weights};
+pub use weights::{SharedBytes, TensorInfo, Weights};

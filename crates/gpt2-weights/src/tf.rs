@@ -758,7 +758,7 @@ pub fn open_from_parsed(
         .enumerate()
         .map(|(i, b)| DataFile {
             path: PathBuf::from(format!("<shard {i}>")),
-            bytes: Backing::Owned(b),
+            bytes: std::sync::Arc::new(Backing::Owned(b)),
         })
         .collect();
     build(

@@ -6,6 +6,7 @@ use std::fs::File;
 use std::ops::Deref;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use crate::error::Mismatch;
 use crate::names::expected_shapes;
@@ -30,7 +31,54 @@ impl Deref for Backing {
 /// One data file of a model.
 pub(crate) struct DataFile {
     pub path: PathBuf,
-    pub bytes: Backing,
+    /// Shared with the [`SharedBytes`] handed out, which keep the map alive.
+    pub bytes: Arc<Backing>,
+}
+
+/// One tensor's bytes that keep their file mapped for as long as they (or a clone) live:
+/// what lets a model use its weights straight from the page cache, with no copy, after the
+/// [`Weights`] they came from are dropped. Cheap to clone.
+///
+/// ```no_run
+/// use gpt2_weights::Weights;
+/// let bytes = {
+///     let w = Weights::open("models/124M".as_ref())?;
+///     w.shared_bytes("wte.weight")?
+/// }; // `w` is gone; the mapping stays while `bytes` lives.
+/// assert_eq!(bytes.len(), 50257 * 768 * 4);
+/// # Ok::<(), gpt2_weights::WeightsError>(())
+/// ```
+#[derive(Clone)]
+pub struct SharedBytes {
+    backing: Arc<Backing>,
+    start: usize,
+    len: usize,
+}
+
+impl SharedBytes {
+    /// Whether the bytes are a view of a memory-mapped file (not a copy in memory).
+    pub fn is_mapped(&self) -> bool {
+        matches!(*self.backing, Backing::Mmap(_))
+    }
+}
+
+impl Deref for SharedBytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        // In range: checked when the handle was made, and the backing never changes.
+        &self.backing[self.start..self.start + self.len]
+    }
+}
+
+impl std::fmt::Debug for SharedBytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "SharedBytes({} bytes, mapped: {})",
+            self.len,
+            self.is_mapped()
+        )
+    }
 }
 
 impl DataFile {
@@ -44,7 +92,7 @@ impl DataFile {
         let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| WeightsError::io(path, e))?;
         Ok(DataFile {
             path: path.to_path_buf(),
-            bytes: Backing::Mmap(map),
+            bytes: Arc::new(Backing::Mmap(map)),
         })
     }
 }
@@ -386,6 +434,23 @@ impl Weights {
             dtype: e.dtype,
             shape: e.shape.clone(),
             data: Cow::Borrowed(data),
+        })
+    }
+
+    /// One tensor's bytes (as [`tensor`](Self::tensor) reads and checks them) in a handle
+    /// that keeps the file mapped on its own, for a consumer that outlives these `Weights`.
+    pub fn shared_bytes(&self, name: &str) -> Result<SharedBytes, WeightsError> {
+        let view = self.tensor(name)?;
+        let &i = self
+            .by_name
+            .get(name)
+            .ok_or_else(|| WeightsError::UnknownTensor(name.to_string()))?;
+        let e = &self.entries[i];
+        debug_assert_eq!(view.data.len(), e.len);
+        Ok(SharedBytes {
+            backing: self.files[e.file].bytes.clone(),
+            start: e.start,
+            len: e.len,
         })
     }
 
