@@ -57,6 +57,7 @@ pub mod embedding;
 pub mod error;
 pub mod gemv;
 pub mod generate;
+pub mod gguf;
 pub mod init;
 pub mod kv_cache;
 pub mod layer_norm;
