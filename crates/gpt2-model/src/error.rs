@@ -9,6 +9,10 @@ pub enum ModelError {
     #[error(transparent)]
     Weights(#[from] gpt2_weights::WeightsError),
 
+    /// A GGUF file is unreadable or not a GPT-2 model this crate can load.
+    #[error(transparent)]
+    Gguf(#[from] crate::gguf::GgufError),
+
     /// A tensor operation failed (an unsupported dtype on this device, out of memory...).
     #[error("tensor operation failed: {0}")]
     Candle(#[from] candle_core::Error),

@@ -27,7 +27,8 @@
 //!
 //! # Using it
 //!
-//! [`Gpt2::load`] reads a model directory (either layout, via `gpt2-weights`);
+//! [`Gpt2::load`] reads a model directory (either layout, via `gpt2-weights`, or a GGUF file
+//! with 8-bit weights, see [`gguf`]);
 //! [`Gpt2::forward`] gives logits at every position; [`Gpt2::prefill`] /
 //! [`Gpt2::step`] / [`Gpt2::extend`] run with a [`KvCache`] for generation, on batches of
 //! prompts of different lengths; [`Gpt2::random`] builds a random model of any shape.
@@ -57,6 +58,7 @@ pub mod embedding;
 pub mod error;
 pub mod gemv;
 pub mod generate;
+pub mod gguf;
 pub mod init;
 pub mod kv_cache;
 pub mod layer_norm;

@@ -225,13 +225,62 @@ fn advise(_: &[u8], _: Advice) {}
 impl Gpt2 {
     /// Loads a model directory in either layout (Hugging Face `model.safetensors` +
     /// `config.json`, or OpenAI's TensorFlow checkpoint + `hparams.json`).
+    ///
+    /// A directory with a `model.gguf` (what `gpt2 convert --dtype q8_0` writes), or a
+    /// `*.gguf` file, loads that file with [`Gpt2::load_gguf`].
     pub fn load(dir: impl AsRef<Path>, opts: &LoadOptions) -> Result<Self> {
+        if let Some(file) = crate::gguf::find_gguf(dir.as_ref()) {
+            return Self::load_gguf(file, opts);
+        }
         let weights = Weights::open(dir.as_ref())?;
         Self::from_weights(&weights, opts)
     }
 
-    /// Builds the model from opened weights. Each tensor is copied once from the mapped
-    /// file into its final layout; the file stays mapped only as long as `weights` lives.
+    /// Loads a GGUF file written by [`gguf::save_gguf`](crate::gguf::save_gguf) /
+    /// [`gguf::convert_to_gguf`](crate::gguf::convert_to_gguf) (Q8_0 matrices; see
+    /// [`crate::gguf`]). With [`LoadOptions::q8_0`] the stored blocks are used as they are
+    /// (no re-quantization); other options dequantize them to `opts.dtype`.
+    ///
+    /// ```
+    /// use gpt2_model::{gguf, Gpt2, LoadOptions, Quantization};
+    /// use gpt2_weights::Config;
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let config = Config { n_vocab: 64, n_ctx: 8, n_embd: 32, n_head: 2, n_layer: 1, layer_norm_epsilon: 1e-5 };
+    /// let dir = tempfile::tempdir()?;
+    /// Gpt2::random(&config, 0, &LoadOptions::default())?.save_hf(dir.path().join("f32"))?;
+    /// gguf::convert_to_gguf(&dir.path().join("f32"), &dir.path().join("q8"))?;
+    /// let model = Gpt2::load_gguf(dir.path().join("q8/model.gguf"), &LoadOptions::q8_0())?;
+    /// assert_eq!(model.quantization(), Some(Quantization::Q8_0));
+    /// # Ok(()) }
+    /// ```
+    pub fn load_gguf(path: impl AsRef<Path>, opts: &LoadOptions) -> Result<Self> {
+        crate::gguf::GgufFile::open(path.as_ref())?.load(opts)
+    }
+
+    /// A Q8_0 model from its layers (the GGUF loader's constructor).
+    pub(crate) fn from_layers(
+        config: Config,
+        embeddings: Embeddings,
+        h: Vec<Block>,
+        ln_f: LayerNorm,
+        opts: &LoadOptions,
+    ) -> Self {
+        Self {
+            config,
+            embeddings,
+            h,
+            ln_f,
+            dtype: opts.dtype,
+            activations: activation_dtype(opts),
+            device: opts.device.clone(),
+            quantize: Some(Quantization::Q8_0),
+        }
+    }
+
+    /// Builds the model from opened weights. On the CPU the large f32/f16 matrices stored in
+    /// the wanted dtype are used in place from the mapped file (which then stays mapped as
+    /// long as the model lives, see [`Gpt2::weights_in_place`]); every other tensor is copied
+    /// once into its final layout.
     pub fn from_weights(weights: &Weights, opts: &LoadOptions) -> Result<Self> {
         Self::build(weights.config(), opts, |name, dtype| {
             let view = weights.tensor(name)?;

@@ -132,6 +132,23 @@ impl Q8Matrix {
         })
     }
 
+    /// This matrix with every block scale rounded to the nearest f16 (ties to even), as
+    /// GGML's `block_q8_0` stores it; the int8 values are kept. A model read from a GGUF file
+    /// holds exactly these numbers (see [`crate::gguf`]).
+    ///
+    /// ```
+    /// use gpt2_model::q8::Q8Matrix;
+    /// let w: Vec<f32> = (0..32).map(|i| i as f32 / 10.0).collect();
+    /// let q = Q8Matrix::from_rows(&w, 1, 32).with_f16_scales();
+    /// assert_eq!(q.scales()[0], half::f16::from_f32(3.1 / 127.0).to_f32());
+    /// ```
+    pub fn with_f16_scales(mut self) -> Self {
+        for s in &mut self.scales {
+            *s = half::f16::from_f32(*s).to_f32();
+        }
+        self
+    }
+
     /// The int8 values, `[rows, k]` row-major.
     pub fn qs(&self) -> &[i8] {
         &self.qs

@@ -21,47 +21,6 @@ const Q8_LOGITS_TOL_SHARED: f32 = 0.4;
 /// ~0.3 on the shared fixture, so margins of that order can flip; largest flip measured 0.13).
 const Q8_MARGIN: f64 = 0.25;
 
-/// Max |logit diff| at every position of `ids`, and greedy agreement over `n` new tokens
-/// (tokens equal before the first divergence, and whether a divergence happened where the
-/// f32 top-1 margin was at least `Q8_MARGIN`).
-fn compare(f32m: &Gpt2, q8: &Gpt2, prompt: &[u32], n: usize) -> (f32, usize, usize, f64) {
-    let a = f32m
-        .forward(&row(prompt))
-        .expect("forward")
-        .squeeze(0)
-        .expect("squeeze");
-    let b = q8
-        .forward(&row(prompt))
-        .expect("forward")
-        .squeeze(0)
-        .expect("squeeze");
-    let d = max_abs_diff(&a, &b);
-    let want = greedy(f32m, prompt, n);
-    let got = greedy(q8, prompt, n);
-    let mut agree = 0;
-    let mut worst_margin = 0f64;
-    for (j, (g, w)) in got.iter().zip(&want).enumerate() {
-        if g != w {
-            // The f32 margin between its pick and the runner-up at this step.
-            let mut ctx = prompt.to_vec();
-            ctx.extend_from_slice(&want[..j]);
-            let last = f32m
-                .forward_last(&row(&ctx))
-                .expect("forward")
-                .squeeze(0)
-                .expect("squeeze");
-            let mut v: Vec<f32> = last.to_vec1().expect("logits");
-            v.sort_by(|x, y| y.total_cmp(x));
-            let margin = (v[0] - v[1]) as f64;
-            eprintln!("  diverged at step {j}: q8_0 {g}, f32 {w}, f32 top-1 margin {margin:.4}");
-            worst_margin = worst_margin.max(margin);
-            break;
-        }
-        agree += 1;
-    }
-    (d, agree, want.len(), worst_margin)
-}
-
 #[test]
 fn q8_0_shared_gpt2_tiny() {
     let Some(dir) = shared_fixture("gpt2-tiny") else {

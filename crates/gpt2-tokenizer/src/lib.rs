@@ -131,6 +131,8 @@ pub struct Tokenizer {
     ends: Vec<(u32, u32)>,
     /// The id of `<|endoftext|>`, when the vocabulary has it.
     end_of_text: Option<u32>,
+    /// The merges by rank, as the ids of the two tokens merged.
+    merges: Vec<(u32, u32)>,
 }
 
 impl std::fmt::Debug for Tokenizer {
@@ -256,6 +258,57 @@ impl Tokenizer {
         Self::build(data, merges_name)
     }
 
+    /// Builds a tokenizer from its token spellings (token `i` is `tokens[i]`, spelled as in
+    /// `vocab.json`, e.g. `"Ġthe"`) and its merges by rank (`("Ġ", "t")`): the form GGUF files
+    /// store (`tokenizer.ggml.tokens`, `tokenizer.ggml.merges`). `source_name` names them in
+    /// error messages.
+    ///
+    /// ```
+    /// use gpt2_tokenizer::Tokenizer;
+    /// let gpt2 = Tokenizer::gpt2();
+    /// let tokens: Vec<String> = (0..gpt2.vocab_size() as u32)
+    ///     .map(|id| gpt2.token_spelling(id).map(str::to_string))
+    ///     .collect::<Result<_, _>>()?;
+    /// let merges: Vec<(String, String)> =
+    ///     gpt2.merges().map(|(a, b)| (a.to_string(), b.to_string())).collect();
+    /// let copy = Tokenizer::from_tokens_and_merges(tokens, merges, "lists")?;
+    /// assert_eq!(copy.encode("Hello, world")?, gpt2.encode("Hello, world")?);
+    /// # Ok::<(), gpt2_tokenizer::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// When a spelling repeats, the tokens do not spell every byte, or a merge names a token
+    /// that is not in the list.
+    pub fn from_tokens_and_merges(
+        tokens: Vec<String>,
+        merges: Vec<(String, String)>,
+        source_name: &str,
+    ) -> Result<Tokenizer> {
+        let n = tokens.len();
+        let mut vocab = load::VocabMap::with_capacity_and_hasher(n, Default::default());
+        for (id, token) in tokens.into_iter().enumerate() {
+            let id = u32::try_from(id).map_err(|_| Error::InvalidFile {
+                source_name: source_name.to_string(),
+                what: load::VOCAB_WHAT,
+                reason: "it has more than 2^32 tokens".into(),
+            })?;
+            if let Some(other) = vocab.insert(token, id) {
+                return Err(Error::InvalidFile {
+                    source_name: source_name.to_string(),
+                    what: load::VOCAB_WHAT,
+                    reason: format!("tokens {other} and {id} have the same spelling"),
+                });
+            }
+        }
+        let data = VocabData {
+            vocab,
+            merges,
+            added: Vec::new(),
+            source: source_name.to_string(),
+        };
+        Self::build(data, source_name)
+    }
+
     /// Loads a Hugging Face `tokenizer.json` holding a BPE model with GPT-2's
     /// byte-level pre-tokenizer (no normalizer, no prefix space). Its added tokens
     /// (`<|endoftext|>`) are kept.
@@ -369,6 +422,11 @@ impl Tokenizer {
         drop(spelling_of);
         drop(extra);
 
+        // (A merge of tokens outside the vocabulary fails in the BPE builder below.)
+        let merge_ids: Vec<(u32, u32)> = merges
+            .iter()
+            .filter_map(|(a, b)| Some((*vocab.get(a.as_str())?, *vocab.get(b.as_str())?)))
+            .collect();
         let vocab: Vocab = vocab.into();
         let bpe = BPE::builder()
             .vocab_and_merges(vocab, merges)
@@ -387,6 +445,7 @@ impl Tokenizer {
             spellings,
             ends,
             end_of_text,
+            merges: merge_ids,
         })
     }
 
@@ -552,6 +611,24 @@ impl Tokenizer {
     pub fn token_spelling(&self, id: u32) -> Result<&str> {
         let (start, end) = self.range(id)?;
         Ok(&self.spellings[start.1..end.1])
+    }
+
+    /// The merges of the BPE model by rank (the first is applied first), as the vocabulary
+    /// spellings of the two tokens merged: the lines of `merges.txt` / `vocab.bpe`.
+    ///
+    /// ```
+    /// let tokenizer = gpt2_tokenizer::Tokenizer::gpt2();
+    /// assert_eq!(tokenizer.merges().len(), 50000);
+    /// assert_eq!(tokenizer.merges().next(), Some(("Ġ", "t")));
+    /// ```
+    pub fn merges(&self) -> impl ExactSizeIterator<Item = (&str, &str)> + '_ {
+        self.merges.iter().map(|&(a, b)| {
+            // The ids come from the vocabulary, so both are in range.
+            (
+                self.token_spelling(a).unwrap_or_default(),
+                self.token_spelling(b).unwrap_or_default(),
+            )
+        })
     }
 
     /// The id of the token with vocabulary spelling `spelling` (see

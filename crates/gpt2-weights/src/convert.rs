@@ -96,8 +96,21 @@ pub fn convert(from: &Path, to: &Path, dtype: Dtype) -> Result<(), WeightsError>
     write_hf_dir(to, weights.config(), tensors, &files)
 }
 
-/// The tokenizer (and generation) files to copy from a model directory.
-fn tokenizer_files(from: &Path, layout: Layout) -> Vec<(PathBuf, String)> {
+/// The tokenizer (and generation) files that [`convert`] copies from a model directory of
+/// `layout`, as `(source path, file name in the new directory)` pairs, for those present:
+/// from an OpenAI directory `encoder.json` → `vocab.json` and `vocab.bpe` → `merges.txt`;
+/// from a Hugging Face directory `vocab.json`, `merges.txt`, `tokenizer.json`,
+/// `tokenizer_config.json`, `special_tokens_map.json` and `generation_config.json`.
+///
+/// ```
+/// use gpt2_weights::{tokenizer_files, Layout};
+/// let dir = tempfile::tempdir()?;
+/// std::fs::write(dir.path().join("encoder.json"), "{}")?;
+/// let files = tokenizer_files(dir.path(), Layout::OpenAi);
+/// assert_eq!(files, vec![(dir.path().join("encoder.json"), "vocab.json".to_string())]);
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub fn tokenizer_files(from: &Path, layout: Layout) -> Vec<(PathBuf, String)> {
     let pairs: &[(&str, &str)] = match layout {
         Layout::OpenAi => &[("encoder.json", "vocab.json"), ("vocab.bpe", "merges.txt")],
         Layout::HuggingFace => &[
@@ -174,9 +187,54 @@ fn write_hf_dir<V: safetensors::View + Shaped>(
 ) -> Result<(), WeightsError> {
     config.validate()?;
     check_tensors(to, config, &tensors)?;
+    save_dir_with(to, config, files, &["model.safetensors"], |tmp| {
+        let model_path = tmp.join("model.safetensors");
+        let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
+        safetensors::serialize_to_file(tensors, Some(metadata), &model_path).map_err(
+            |e| match e {
+                safetensors::SafeTensorError::IoError(io) => WeightsError::io(&model_path, io),
+                other => WeightsError::format(model_path.display(), other.to_string()),
+            },
+        )?;
+        Ok(vec![model_path])
+    })
+}
+
+/// Writes a model directory at `to` atomically (see the module docs): `config.json` for
+/// `config`, the weight files that `write_weights` writes into the temporary directory it is
+/// given (returning their paths, which are then flushed to disk), and copies of `files`
+/// (`(source path, file name)` pairs, as for [`save_hf_with_files`]). `weight_names` are the
+/// names `write_weights` uses, which `files` may not take. `to` must not exist; on any error
+/// nothing is left at `to`.
+///
+/// This is the writer behind [`save_hf`] and [`convert`]; other weight formats (the GGUF
+/// files of `gpt2-model`) use it to get the same all-or-nothing behaviour.
+///
+/// ```
+/// use gpt2_weights::{save_dir_with, Config, WeightsError};
+/// let config = Config { n_vocab: 8, n_ctx: 4, n_embd: 4, n_head: 2, n_layer: 1, layer_norm_epsilon: 1e-5 };
+/// let dir = tempfile::tempdir()?;
+/// let to = dir.path().join("model");
+/// save_dir_with(&to, &config, &[], &["weights.bin"], |tmp| {
+///     let path = tmp.join("weights.bin");
+///     std::fs::write(&path, b"...").map_err(|source| WeightsError::Io { path: path.clone(), source })?;
+///     Ok::<_, WeightsError>(vec![path])
+/// })?;
+/// assert!(to.join("config.json").is_file() && to.join("weights.bin").is_file());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn save_dir_with<E: From<WeightsError>>(
+    to: &Path,
+    config: &Config,
+    files: &[(PathBuf, String)],
+    weight_names: &[&str],
+    write_weights: impl FnOnce(&Path) -> Result<Vec<PathBuf>, E>,
+) -> Result<(), E> {
+    config.validate()?;
     for (src, dst) in files {
         if Path::new(dst).file_name().and_then(|f| f.to_str()) != Some(dst.as_str())
-            || matches!(dst.as_str(), "config.json" | "model.safetensors")
+            || dst == "config.json"
+            || weight_names.contains(&dst.as_str())
         {
             return Err(WeightsError::format(
                 to.display(),
@@ -184,11 +242,12 @@ fn write_hf_dir<V: safetensors::View + Shaped>(
                     "cannot copy {} to `{dst}`: not a plain, free file name",
                     src.display()
                 ),
-            ));
+            )
+            .into());
         }
     }
     if to.symlink_metadata().is_ok() {
-        return Err(WeightsError::DestinationExists(to.to_path_buf()));
+        return Err(WeightsError::DestinationExists(to.to_path_buf()).into());
     }
     let name = to
         .file_name()
@@ -209,14 +268,8 @@ fn write_hf_dir<V: safetensors::View + Shaped>(
     json.push('\n');
     std::fs::write(&config_path, json).map_err(|e| WeightsError::io(&config_path, e))?;
 
-    let model_path = tmp.path().join("model.safetensors");
-    let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
-    safetensors::serialize_to_file(tensors, Some(metadata), &model_path).map_err(|e| match e {
-        safetensors::SafeTensorError::IoError(io) => WeightsError::io(&model_path, io),
-        other => WeightsError::format(model_path.display(), other.to_string()),
-    })?;
-
-    let mut written = vec![config_path, model_path];
+    let mut written = vec![config_path];
+    written.extend(write_weights(tmp.path())?);
     for (src, dst) in files {
         let path = tmp.path().join(dst);
         // Copy the bytes, not the permissions (a read-only source, like a shared
@@ -233,7 +286,7 @@ fn write_hf_dir<V: safetensors::View + Shaped>(
     }
     // Complete: move it into place. (A failure here drops `tmp`, which removes it.)
     if to.symlink_metadata().is_ok() {
-        return Err(WeightsError::DestinationExists(to.to_path_buf()));
+        return Err(WeightsError::DestinationExists(to.to_path_buf()).into());
     }
     std::fs::rename(tmp.path(), to).map_err(|e| WeightsError::io(to, e))?;
     // The directory now lives at `to`; don't let the guard delete it.

@@ -67,7 +67,7 @@ pub mod tf;
 mod weights;
 
 pub use config::{Config, ModelSize, MAX_DIM, MAX_LAYERS};
-pub use convert::{convert, save_hf, save_hf_with_files};
+pub use convert::{convert, save_dir_with, save_hf, save_hf_with_files, tokenizer_files};
 pub use error::{Mismatch, WeightsError};
 pub use names::expected_tensors;
 pub use tensor::{Dtype, Layout, TensorView};

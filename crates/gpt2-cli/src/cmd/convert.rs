@@ -1,14 +1,44 @@
 //! `gpt2 convert`: turn a model directory (OpenAI's release, or a Hugging Face
-//! directory) into a Hugging Face layout directory, optionally casting to f16.
+//! directory) into a Hugging Face layout directory, optionally casting to f16, or into a
+//! GGUF directory with 8-bit (Q8_0) weight matrices.
 
 use std::path::PathBuf;
+use std::str::FromStr;
 
 use anyhow::Context;
+use gpt2_model::gguf::{self, GgufFile};
+use gpt2_model::ModelError;
 use gpt2_weights::{Dtype, Weights, WeightsError};
 
 use super::UsageError;
 
-/// Convert weights to the Hugging Face layout (`config.json` + `model.safetensors`).
+/// What `gpt2 convert --dtype` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// Hugging Face safetensors in this storage type.
+    Safetensors(Dtype),
+    /// GGUF with Q8_0 matrices (`model.gguf`).
+    Q8_0,
+}
+
+impl FromStr for Target {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "q8_0" | "q8" => Ok(Target::Q8_0),
+            other => other
+                .parse::<Dtype>()
+                .map(Target::Safetensors)
+                .map_err(|_| {
+                    format!("expected f32, f16, bf16 (safetensors) or q8_0 (GGUF), found {s:?}")
+                }),
+        }
+    }
+}
+
+/// Convert weights to the Hugging Face layout (`config.json` + `model.safetensors`), or to
+/// GGUF with 8-bit weights (`--dtype q8_0`: `config.json` + `model.gguf`).
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// Model directory to read (OpenAI layout: `hparams.json`, `checkpoint`,
@@ -18,9 +48,12 @@ pub struct Args {
     /// Directory to create (must not exist; written atomically).
     #[arg(long, value_name = "DIR")]
     pub to: PathBuf,
-    /// Storage type of the written weights: f32 (lossless from f32), f16 or bf16.
+    /// Storage type of the written weights: f32 (lossless from f32), f16 or bf16 in
+    /// `model.safetensors`; or q8_0: `model.gguf` (GGUF v3, llama.cpp's GPT-2 tensor names)
+    /// with the weight matrices in 8-bit Q8_0 blocks, loaded without re-quantizing
+    /// (`n_embd` must be a multiple of 32).
     #[arg(long, default_value = "f32", value_name = "DTYPE")]
-    pub dtype: Dtype,
+    pub dtype: Target,
 }
 
 /// Runs `gpt2 convert`.
@@ -33,7 +66,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     let layout = Weights::detect_layout(&args.from)
         .with_context(|| format!("reading --from {}", args.from.display()))?;
-    match gpt2_weights::convert(&args.from, &args.to, args.dtype) {
+    let dtype = match args.dtype {
+        Target::Safetensors(dtype) => dtype,
+        Target::Q8_0 => return run_gguf(&args, layout),
+    };
+    match gpt2_weights::convert(&args.from, &args.to, dtype) {
         Ok(()) => {}
         Err(e @ WeightsError::DestinationExists(_)) => {
             return Err(anyhow::Error::new(UsageError(e.to_string())))
@@ -57,6 +94,36 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         written.dtype(),
         written.names().count(),
         written.num_parameters()
+    );
+    Ok(())
+}
+
+/// `--dtype q8_0`: a GGUF directory.
+fn run_gguf(args: &Args, layout: gpt2_weights::Layout) -> anyhow::Result<()> {
+    match gguf::convert_to_gguf(&args.from, &args.to) {
+        Ok(()) => {}
+        Err(e @ ModelError::Weights(WeightsError::DestinationExists(_))) => {
+            return Err(anyhow::Error::new(UsageError(e.to_string())))
+        }
+        Err(e) => {
+            return Err(e).with_context(|| {
+                format!(
+                    "converting {} to {} (nothing was written)",
+                    args.from.display(),
+                    args.to.display()
+                )
+            })
+        }
+    }
+    let written = GgufFile::open(&args.to.join(gguf::GGUF_FILE))
+        .with_context(|| format!("re-opening the converted model {}", args.to.display()))?;
+    eprintln!(
+        "converted {} ({layout}) -> {} (gguf, q8_0): {} tensors, {} parameters, {:.1} MiB",
+        args.from.display(),
+        args.to.display(),
+        written.tensors().len(),
+        written.num_parameters(),
+        written.file_len() as f64 / (1024.0 * 1024.0)
     );
     Ok(())
 }

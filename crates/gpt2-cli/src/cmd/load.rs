@@ -16,7 +16,8 @@ pub enum DtypeArg {
     F32,
     /// 16-bit floats: half the memory traffic, slightly different numbers.
     F16,
-    /// 8-bit blocks (GGML Q8_0) for the weight matrices, quantized at load; f32 activations.
+    /// 8-bit blocks (GGML Q8_0) for the weight matrices (quantized at load, or as stored in
+    /// a GGUF model); f32 activations.
     #[value(name = "q8_0")]
     Q8_0,
 }
@@ -25,8 +26,9 @@ pub enum DtypeArg {
 #[derive(Debug, Clone, clap::Args)]
 pub struct ModelArgs {
     /// The model: a size (124M, 355M, 774M, 1558M), a hub name (gpt2, gpt2-medium, gpt2-large,
-    /// gpt2-xl), or a model directory in either layout (OpenAI's release or Hugging Face's).
-    /// A name not found locally is downloaded.
+    /// gpt2-xl), a model directory in either layout (OpenAI's release or Hugging Face's), or a
+    /// GGUF model (a directory with model.gguf, as `gpt2 convert --dtype q8_0` writes, or a
+    /// .gguf file). A name not found locally is downloaded.
     #[arg(short, long, default_value = "124M", value_name = "NAME|DIR")]
     pub model: String,
 
@@ -39,9 +41,10 @@ pub struct ModelArgs {
     #[arg(long)]
     pub offline: bool,
 
-    /// Compute dtype.
-    #[arg(long, value_enum, default_value_t = DtypeArg::F32)]
-    pub dtype: DtypeArg,
+    /// Compute dtype [default: f32; q8_0 for a GGUF model, whose 8-bit weights f32/f16
+    /// dequantize].
+    #[arg(long, value_enum)]
+    pub dtype: Option<DtypeArg>,
 
     /// CPU threads for the tensor kernels (default: the number of physical cores, or
     /// $RAYON_NUM_THREADS).
@@ -52,6 +55,18 @@ pub struct ModelArgs {
     /// built with the `cuda` or `metal` cargo feature.
     #[arg(long, default_value = "cpu", value_parser = parse_device, value_name = "DEVICE")]
     pub device: DeviceArg,
+}
+
+impl ModelArgs {
+    /// The `--dtype` to use for the model at `dir`: as given, else q8_0 for a GGUF model and
+    /// f32 for the rest.
+    pub fn dtype_for(&self, dir: &Path) -> DtypeArg {
+        match self.dtype {
+            Some(dtype) => dtype,
+            None if gpt2_model::gguf::find_gguf(dir).is_some() => DtypeArg::Q8_0,
+            None => DtypeArg::F32,
+        }
+    }
 }
 
 /// A `--device` value.
@@ -141,11 +156,28 @@ pub fn set_threads(threads: Option<usize>) -> anyhow::Result<()> {
 }
 
 /// The model directory's own tokenizer files (any layout, as `gpt2-tokenizer` detects them),
-/// or GPT-2's embedded vocabulary when the directory has none; half a layout is an error.
+/// else the tokenizer stored in a GGUF model, else GPT-2's embedded vocabulary; half a layout
+/// is an error. `dir` may be a `.gguf` file (then only the last two apply).
 fn tokenizer_for(dir: &Path) -> anyhow::Result<Tokenizer> {
+    let from_gguf = || -> anyhow::Result<Tokenizer> {
+        if let Some(file) = gpt2_model::gguf::find_gguf(dir) {
+            let gguf = gpt2_model::gguf::GgufFile::open(&file)
+                .with_context(|| format!("cannot read {}", file.display()))?;
+            if let Some(tokenizer) = gguf
+                .tokenizer()
+                .with_context(|| format!("cannot load the tokenizer in {}", file.display()))?
+            {
+                return Ok(tokenizer);
+            }
+        }
+        Ok(Tokenizer::gpt2())
+    };
+    if dir.is_file() {
+        return from_gguf();
+    }
     let layout = match Layout::detect(dir) {
         Ok(layout) => layout,
-        Err(gpt2_tokenizer::Error::NoTokenizerFiles { .. }) => return Ok(Tokenizer::gpt2()),
+        Err(gpt2_tokenizer::Error::NoTokenizerFiles { .. }) => return from_gguf(),
         Err(err) => return Err(err).context("cannot find the model's tokenizer files"),
     };
     Tokenizer::from_dir_with_layout(dir, layout)
@@ -161,7 +193,14 @@ pub fn load(args: &ModelArgs) -> anyhow::Result<Loaded> {
         offline: args.offline,
         ..Default::default()
     };
-    let dir = match gpt2_download::resolve_model(&args.model, &resolve) {
+    let as_path = Path::new(&args.model);
+    let resolved = if as_path.is_file() {
+        // A .gguf file (any other file is refused by Gpt2::load with what it looked for).
+        Ok(as_path.to_path_buf())
+    } else {
+        gpt2_download::resolve_model(&args.model, &resolve)
+    };
+    let dir = match resolved {
         Ok(dir) => dir,
         // A name or path that cannot be a model is a usage error; a failed download is not.
         Err(
@@ -174,7 +213,7 @@ pub fn load(args: &ModelArgs) -> anyhow::Result<Loaded> {
             )
         }
     };
-    let mut opts = match args.dtype {
+    let mut opts = match args.dtype_for(&dir) {
         DtypeArg::F32 => LoadOptions::cpu(DType::F32),
         DtypeArg::F16 => LoadOptions::cpu(DType::F16),
         DtypeArg::Q8_0 => LoadOptions::q8_0(),

@@ -129,7 +129,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         ),
         (
             "dtype".to_string(),
-            format!("{:?}", args.model.dtype).to_lowercase(),
+            format!("{:?}", args.model.dtype_for(&loaded.dir)).to_lowercase(),
         ),
     ]);
     let file = safetensors::tensor::serialize([("logits", view)], Some(metadata))

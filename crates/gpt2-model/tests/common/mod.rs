@@ -145,3 +145,46 @@ pub fn greedy(model: &Gpt2, prompt: &[u32], n: usize) -> Vec<u32> {
     }
     out
 }
+
+/// A quantized model against f32: max |logit diff| at every position of `prompt`, greedy
+/// agreement over `n` new tokens (tokens equal before the first divergence, out of `n`), and
+/// the f32 top-1 margin at the divergence (0 when there is none).
+pub fn compare(f32m: &Gpt2, q8: &Gpt2, prompt: &[u32], n: usize) -> (f32, usize, usize, f64) {
+    let a = f32m
+        .forward(&row(prompt))
+        .expect("forward")
+        .squeeze(0)
+        .expect("squeeze");
+    let b = q8
+        .forward(&row(prompt))
+        .expect("forward")
+        .squeeze(0)
+        .expect("squeeze");
+    let d = max_abs_diff(&a, &b);
+    let want = greedy(f32m, prompt, n);
+    let got = greedy(q8, prompt, n);
+    let mut agree = 0;
+    let mut worst_margin = 0f64;
+    for (j, (g, w)) in got.iter().zip(&want).enumerate() {
+        if g != w {
+            // The f32 margin between its pick and the runner-up at this step.
+            let mut ctx = prompt.to_vec();
+            ctx.extend_from_slice(&want[..j]);
+            let last = f32m
+                .forward_last(&row(&ctx))
+                .expect("forward")
+                .squeeze(0)
+                .expect("squeeze");
+            let mut v: Vec<f32> = last.to_vec1().expect("logits");
+            v.sort_by(|x, y| y.total_cmp(x));
+            let margin = (v[0] - v[1]) as f64;
+            eprintln!(
+                "  diverged at step {j}: quantized {g}, f32 {w}, f32 top-1 margin {margin:.4}"
+            );
+            worst_margin = worst_margin.max(margin);
+            break;
+        }
+        agree += 1;
+    }
+    (d, agree, want.len(), worst_margin)
+}
