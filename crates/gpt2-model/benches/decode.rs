@@ -1,11 +1,15 @@
-//! Prefill and per-token decode at the GPT-2 124M shape, random weights built in memory
-//! (no files needed).
+//! Prefill and per-token decode at the GPT-2 124M shape, random weights built in memory, in
+//! f32, f16 and q8_0; and the time to load a 124M-shape model from disk (f32 safetensors, the
+//! same quantized at load, and its GGUF q8_0 conversion), saved once into a temporary directory.
 //!
 //! `cargo bench -p gpt2-model --bench decode` (set `RAYON_NUM_THREADS` to pin the thread
-//! count). Throughput is reported in tokens per second ("elem/s").
+//! count; a filter such as `-- q8_0` or `-- load` runs one group). Throughput is reported in
+//! tokens per second ("elem/s").
+
+use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use gpt2_model::{Config, ContextOverflow, DType, Gpt2, LoadOptions, Logits};
+use gpt2_model::{gguf, Config, ContextOverflow, DType, Gpt2, LoadOptions, Logits};
 
 const PROMPT: usize = 32;
 const NEW_TOKENS: usize = 128;
@@ -14,8 +18,8 @@ fn ids(n: usize, offset: u32) -> Vec<u32> {
     (0..n as u32).map(|i| (i * 7919 + offset) % 50257).collect()
 }
 
-fn bench_dtype(c: &mut Criterion, dtype: DType, name: &str) {
-    let model = Gpt2::random(&Config::GPT2_124M, 0, &LoadOptions::cpu(dtype)).expect("random 124M");
+fn bench_model(c: &mut Criterion, opts: &LoadOptions, name: &str) {
+    let model = Gpt2::random(&Config::GPT2_124M, 0, opts).expect("random 124M");
     let mut group = c.benchmark_group(format!("gpt2-124M-{name}"));
     group.sample_size(10);
 
@@ -56,9 +60,40 @@ fn bench_dtype(c: &mut Criterion, dtype: DType, name: &str) {
     group.finish();
 }
 
+/// `Gpt2::load` of a random 124M-shape model written once as f32 safetensors (475 MiB; the
+/// matrices are used in place from the mapped file), the same file quantized to q8_0 at load,
+/// and its GGUF q8_0 conversion (130 MiB, loaded without re-quantizing). The files stay in the
+/// page cache between iterations, so this is the warm-cache load time.
+fn bench_load(c: &mut Criterion) {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let f32_dir = dir.path().join("124M-f32");
+    let q8_dir = dir.path().join("124M-q8_0");
+    Gpt2::random(&Config::GPT2_124M, 0, &LoadOptions::default())
+        .expect("random 124M")
+        .save_hf(&f32_dir)
+        .expect("save f32 safetensors");
+    gguf::convert_to_gguf(&f32_dir, &q8_dir).expect("convert to GGUF q8_0");
+
+    let mut group = c.benchmark_group("gpt2-124M-load");
+    group.sample_size(10);
+    group.warm_up_time(Duration::from_secs(1));
+    group.measurement_time(Duration::from_secs(5));
+    let cases = [
+        ("f32_safetensors", &f32_dir, LoadOptions::cpu(DType::F32)),
+        ("f32_safetensors_to_q8_0", &f32_dir, LoadOptions::q8_0()),
+        ("gguf_q8_0", &q8_dir, LoadOptions::q8_0()),
+    ];
+    for (name, path, opts) in &cases {
+        group.bench_function(*name, |b| b.iter(|| Gpt2::load(path, opts).expect("load")));
+    }
+    group.finish();
+}
+
 fn benches(c: &mut Criterion) {
-    bench_dtype(c, DType::F32, "f32");
-    bench_dtype(c, DType::F16, "f16");
+    bench_model(c, &LoadOptions::cpu(DType::F32), "f32");
+    bench_model(c, &LoadOptions::cpu(DType::F16), "f16");
+    bench_model(c, &LoadOptions::q8_0(), "q8_0");
+    bench_load(c);
 }
 
 criterion_group!(benches_group, benches);
