@@ -3,8 +3,8 @@
 //! same quantized at load, and its GGUF q8_0 conversion), saved once into a temporary directory.
 //!
 //! `cargo bench -p gpt2-model --bench decode` (set `RAYON_NUM_THREADS` to pin the thread
-//! count; a filter such as `-- q8_0` or `-- load` runs one group). Throughput is reported in
-//! tokens per second ("elem/s").
+//! count; a filter such as `-- 124M-q8_0/` or `-- 124M-load` runs one group). Throughput is
+//! reported in tokens per second ("elem/s").
 
 use std::time::Duration;
 
