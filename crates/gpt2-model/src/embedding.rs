@@ -50,7 +50,8 @@ impl Embeddings {
             },
             Matrix::Tensor(_) => Q8Matrix::from_rows(&wte.to_f32_vec()?, rows, k),
         };
-        let q = Arc::new(q);
+        // Scales rounded to f16, as in GGUF files (see `Conv1D::quantize`).
+        let q = Arc::new(q.with_f16_scales());
         Ok(Self {
             wte: Tensor::zeros(0, DType::F32, wpe.device())?.into(),
             wpe,

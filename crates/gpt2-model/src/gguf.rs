@@ -45,15 +45,11 @@
 //!
 //! # Quantization
 //!
-//! The blocks are [`Q8Matrix::from_rows`] / [`Q8Matrix::from_transposed`] of the f32 weights,
-//! exactly what [`LoadOptions::q8_0`] computes at load, except that GGML's `block_q8_0` stores
-//! each scale as an f16 (little-endian, then the 32 `i8`), where [`Q8Matrix`] keeps an f32: the
-//! scale is rounded to the nearest f16 when written (the `i8` values are unchanged, as in
-//! GGML's own quantizer, which also computes them with the f32 scale). A model loaded from
-//! GGUF therefore equals the quantize-at-load model with [`Q8Matrix::with_f16_scales`]
-//! applied, bit for bit; against quantize-at-load as it is, each weight differs by at most
-//! 2⁻¹¹ of its value (the relative rounding of an f16), far below the int8 step, and logits
-//! by ~1e-4 on the test models (`tests/gguf.rs`).
+//! The blocks are [`Q8Matrix::from_rows`] / [`Q8Matrix::from_transposed`] of the f32 weights
+//! with [`Q8Matrix::with_f16_scales`], exactly what [`LoadOptions::q8_0`] computes at load:
+//! GGML's `block_q8_0` stores each scale as an f16 (little-endian, then the 32 `i8`), and the
+//! `i8` values are computed with the f32 scale, as in GGML's own quantizer. A model loaded
+//! from GGUF therefore equals the quantize-at-load model, bit for bit (`tests/gguf.rs`).
 
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
@@ -278,7 +274,7 @@ pub struct GgufOptions<'a> {
 }
 
 fn n_embd_check(config: &Config) -> Result<()> {
-    if config.n_embd % BLOCK != 0 {
+    if !config.n_embd.is_multiple_of(BLOCK) {
         return Err(ModelError::BadInput {
             expected: format!("n_embd a multiple of {BLOCK} for Q8_0 weights"),
             found: format!("n_embd {}", config.n_embd),

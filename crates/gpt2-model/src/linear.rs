@@ -139,6 +139,9 @@ impl Conv1D {
             },
             Matrix::Tensor(_) => Q8Matrix::from_transposed(&weight.to_f32_vec()?, k, n),
         };
+        // Scales rounded to f16, as GGML stores them: the same numbers as a GGUF file of
+        // this model (`gpt2 convert --dtype q8_0`).
+        let q = q.with_f16_scales();
         let device = bias.device().clone();
         Ok(Self {
             weight: Tensor::zeros(0, DType::F32, &device)?.into(),

@@ -67,7 +67,7 @@ impl Mapped {
             _ => return None,
         };
         let len_ok = rows.checked_mul(cols).and_then(|n| n.checked_mul(elem)) == Some(bytes.len());
-        let aligned = (bytes.as_ptr() as usize) % elem == 0;
+        let aligned = (bytes.as_ptr() as usize).is_multiple_of(elem);
         (len_ok && aligned).then_some(Self {
             bytes,
             dtype,
@@ -84,6 +84,11 @@ impl Mapped {
     /// The element type.
     pub fn dtype(&self) -> DType {
         self.dtype
+    }
+
+    /// The raw little-endian bytes.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
     }
 
     /// The values.

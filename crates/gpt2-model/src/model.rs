@@ -129,6 +129,14 @@ pub struct Gpt2 {
     quantize: Option<Quantization>,
 }
 
+/// After quantizing a mapped matrix: unmap its file pages from the process (they stay in the
+/// page cache), so that the f32 file does not count in the peak RSS next to the Q8_0 copy.
+fn release(m: &Matrix) {
+    if let Matrix::Mapped(m) = m {
+        advise(m.bytes(), Advice::DropMapped);
+    }
+}
+
 /// Whether `name` is one of the large matrices (`wte` and the `Conv1D` weights), kept in
 /// [`LoadOptions::dtype`] (and mapped in place where possible).
 fn is_matrix(name: &str) -> bool {
@@ -188,7 +196,7 @@ pub(crate) fn tensor_from_view(
 
 /// What [`advise`] tells the kernel about a mapped range.
 #[derive(Clone, Copy)]
-enum Advice {
+pub(crate) enum Advice {
     /// Map every page now, in one call (`MADV_POPULATE_READ`, Linux ≥ 5.14), instead of one
     /// page fault per 4 KiB during the copy.
     Populate,
@@ -200,7 +208,7 @@ enum Advice {
 /// `madvise` on the whole pages inside `bytes` (a read-only file mapping of the weights).
 /// Only a hint: errors (an old kernel, another OS) are ignored.
 #[cfg(target_os = "linux")]
-fn advise(bytes: &[u8], advice: Advice) {
+pub(crate) fn advise(bytes: &[u8], advice: Advice) {
     const PAGE: usize = 4096;
     let start = (bytes.as_ptr() as usize).div_ceil(PAGE) * PAGE;
     let end = (bytes.as_ptr() as usize + bytes.len()) / PAGE * PAGE;
@@ -220,7 +228,7 @@ fn advise(bytes: &[u8], advice: Advice) {
 }
 
 #[cfg(not(target_os = "linux"))]
-fn advise(_: &[u8], _: Advice) {}
+pub(crate) fn advise(_: &[u8], _: Advice) {}
 
 impl Gpt2 {
     /// Loads a model directory in either layout (Hugging Face `model.safetensors` +
@@ -335,7 +343,7 @@ impl Gpt2 {
                     found: format!("{:?}", opts.dtype),
                 });
             }
-            if config.n_embd % block != 0 {
+            if !config.n_embd.is_multiple_of(block) {
                 return Err(ModelError::BadInput {
                     expected: format!("n_embd a multiple of {block} for {q:?} weights"),
                     found: format!("n_embd {}", config.n_embd),
@@ -384,14 +392,22 @@ impl Gpt2 {
             let w = get(&format!("{p}.weight"))?;
             let b = tensor(get, &format!("{p}.bias"))?;
             match quantize {
-                Some(Quantization::Q8_0) => Conv1D::quantize(&w, b),
+                Some(Quantization::Q8_0) => {
+                    let layer = Conv1D::quantize(&w, b)?;
+                    release(&w);
+                    Ok(layer)
+                }
                 None => Ok(Conv1D::new(w, b)),
             }
         };
         let wte = get("wte.weight")?;
         let wpe = tensor(get, "wpe.weight")?;
         let embeddings = match quantize {
-            Some(Quantization::Q8_0) => Embeddings::quantize(&wte, wpe)?,
+            Some(Quantization::Q8_0) => {
+                let e = Embeddings::quantize(&wte, wpe)?;
+                release(&wte);
+                e
+            }
             None => Embeddings::new(wte, wpe),
         };
         let mut h = Vec::with_capacity(config.n_layer);

@@ -90,7 +90,7 @@ impl Config {
                 return Err(bad(format!("{name} must be at most {max}, found {v}")));
             }
         }
-        if self.n_embd % self.n_head != 0 {
+        if !self.n_embd.is_multiple_of(self.n_head) {
             return Err(bad(format!(
                 "n_embd ({}) must be divisible by n_head ({})",
                 self.n_embd, self.n_head
