@@ -7,7 +7,7 @@ use rayon::prelude::*;
 
 use crate::error::Result;
 use crate::gemv::Layout;
-use crate::matrix::{Mapped, Matrix};
+use crate::matrix::{Mapped, Matrix, Slice};
 use crate::q8::Q8Matrix;
 
 /// Below this many weight elements a one-row product is not worth splitting over threads.
@@ -55,8 +55,9 @@ pub fn matmul(x: &Tensor, w: &Tensor) -> Result<Tensor> {
 }
 
 /// `x` `[rows, k]` · a mapped `[k, n]` matrix (`Layout::RowMajor`) or the transpose of a
-/// mapped `[n, k]` one (`Layout::Transposed`): the decode kernels in place for a few rows, a
-/// temporary tensor copy and candle's gemm for more.
+/// mapped `[n, k]` one (`Layout::Transposed`), in place: the decode kernels for a few rows,
+/// the `gemm` crate (candle's CPU gemm) for more; f16 weights are widened into a temporary
+/// f32 copy first. The result has `x`'s dtype.
 pub fn mapped_matmul(x: &Tensor, w: &Mapped, layout: Layout) -> Result<Tensor> {
     let (rows, cols) = w.dims();
     let (k, n) = match layout {
@@ -66,11 +67,66 @@ pub fn mapped_matmul(x: &Tensor, w: &Mapped, layout: Layout) -> Result<Tensor> {
     if let Some(y) = crate::gemv::matmul_slice(x, w.slice(), layout, k, n)? {
         return Ok(y);
     }
-    let t = w.to_tensor(x.device())?;
-    match layout {
-        Layout::RowMajor => matmul(x, &t),
-        Layout::Transposed => matmul(x, &t.t()?),
+    let (m, k2) = x.dims2()?;
+    if k2 != k {
+        return Err(crate::ModelError::BadInput {
+            expected: format!("activations with {k} columns"),
+            found: format!("shape {:?}", x.dims()),
+        });
     }
+    let xs: Vec<f32> = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
+    let y = match w.slice() {
+        Slice::F32(w) => gemm_f32(&xs, m, k, w, layout, n),
+        Slice::F16(w) => {
+            let wide: Vec<f32> = w.iter().map(|h| h.to_f32()).collect();
+            gemm_f32(&xs, m, k, &wide, layout, n)
+        }
+    };
+    Ok(Tensor::from_vec(y, (m, n), x.device())?.to_dtype(x.dtype())?)
+}
+
+/// `x` `[m, k]` · `w` → `[m, n]` with the `gemm` crate on borrowed values: `w` is `[k, n]`
+/// row-major (`Layout::RowMajor`) or `[n, k]` row-major read as its transpose
+/// (`Layout::Transposed`). Rayon's threads share the work.
+///
+/// # Panics
+/// If `x.len() != m·k` or `w.len() != k·n`.
+pub fn gemm_f32(x: &[f32], m: usize, k: usize, w: &[f32], layout: Layout, n: usize) -> Vec<f32> {
+    assert_eq!(x.len(), m * k, "x is not [m, k]");
+    assert_eq!(w.len(), k * n, "w is not [k, n]");
+    let mut out = vec![0f32; m * n];
+    // (column stride, row stride) of w seen as [k, n].
+    let (rhs_cs, rhs_rs) = match layout {
+        Layout::RowMajor => (1, n as isize),
+        Layout::Transposed => (k as isize, 1),
+    };
+    let threads = rayon::current_num_threads().max(1);
+    // SAFETY: the three buffers hold m·k, k·n and m·n values (asserted / allocated above),
+    // which is what the strides address; `out` is not aliased.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            out.as_mut_ptr(),
+            1,
+            n as isize,
+            false,
+            x.as_ptr(),
+            1,
+            k as isize,
+            w.as_ptr(),
+            rhs_cs,
+            rhs_rs,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::Rayon(threads),
+        );
+    }
+    out
 }
 
 /// `x` `[m, k]` · `qᵀ` for a Q8_0 matrix `q` `[n, k]` → `[m, n]` (f32): the blocked kernel for
@@ -132,10 +188,8 @@ impl Conv1D {
         // Mapped f32 values are quantized in place; anything else is widened first.
         let q = match weight {
             Matrix::Mapped(m) => match m.slice() {
-                crate::matrix::Slice::F32(w) => Q8Matrix::from_transposed(w, k, n),
-                crate::matrix::Slice::F16(_) => {
-                    Q8Matrix::from_transposed(&weight.to_f32_vec()?, k, n)
-                }
+                Slice::F32(w) => Q8Matrix::from_transposed(w, k, n),
+                Slice::F16(_) => Q8Matrix::from_transposed(&weight.to_f32_vec()?, k, n),
             },
             Matrix::Tensor(_) => Q8Matrix::from_transposed(&weight.to_f32_vec()?, k, n),
         };
