@@ -1087,7 +1087,7 @@ fn f32s(bytes: &[u8]) -> Vec<f32> {
 /// GGML `block_q8_0`s → the int8 values and the (f16 → f32) scales.
 fn unpack_q8_0(bytes: &[u8]) -> (Vec<i8>, Vec<f32>) {
     let nb = bytes.len() / Q8_0_BLOCK_BYTES;
-    let mut qs = vec![0i8; nb * BLOCK];
+    let mut qs = crate::q8::huge_zeroed(nb * BLOCK);
     let mut scales = vec![0f32; nb];
     const CHUNK: usize = 4096; // blocks per task
     qs.par_chunks_mut(CHUNK * BLOCK)

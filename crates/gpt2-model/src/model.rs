@@ -203,10 +203,13 @@ pub(crate) enum Advice {
     /// Unmap the pages from this process (`MADV_DONTNEED`); the file's contents are
     /// unchanged and a later read maps them again.
     DropMapped,
+    /// Back the range with transparent huge pages on its next page faults
+    /// (`MADV_HUGEPAGE`).
+    HugePage,
 }
 
-/// `madvise` on the whole pages inside `bytes` (a read-only file mapping of the weights).
-/// Only a hint: errors (an old kernel, another OS) are ignored.
+/// `madvise` on the whole pages inside `bytes` (`DropMapped`: only ever a read-only file
+/// mapping of the weights). Only a hint: errors (an old kernel, another OS) are ignored.
 #[cfg(target_os = "linux")]
 pub(crate) fn advise(bytes: &[u8], advice: Advice) {
     const PAGE: usize = 4096;
@@ -218,10 +221,12 @@ pub(crate) fn advise(bytes: &[u8], advice: Advice) {
     let flag = match advice {
         Advice::Populate => 22, // MADV_POPULATE_READ
         Advice::DropMapped => libc::MADV_DONTNEED,
+        Advice::HugePage => libc::MADV_HUGEPAGE,
     };
-    // SAFETY: the range lies inside `bytes`, a live read-only mapping of a file that the
-    // process never writes; neither advice changes what reading it returns (DONTNEED on a file
-    // mapping drops the page-table entries, and the next access maps the same file pages).
+    // SAFETY: the range lies inside `bytes`, live memory of this process. No advice changes
+    // what reading it returns: DropMapped is only given read-only file mappings (there it
+    // drops the page-table entries, and the next access maps the same file pages), and
+    // HugePage only changes the size of the pages that later faults allocate.
     unsafe {
         libc::madvise(start as *mut libc::c_void, end - start, flag);
     }
