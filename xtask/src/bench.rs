@@ -10,8 +10,8 @@
 //! - **first token**: wall time from spawning `gpt2 generate -n 1` (32-token prompt, text
 //!   output) to the first byte on its stdout: process start, mmap, weight load, tokenizer,
 //!   prefill and the first sampled token;
-//! - **peak RSS**: the decode run's `VmHWM` (polled from /proc while it runs; Linux only),
-//!   next to the weight file's size.
+//! - **peak RSS**: the decode run's `VmHWM`, as `gpt2 generate --stats` reports it at its end
+//!   (`peak_rss_mib`; Linux only), next to the weight file's size.
 //!
 //! Before each model's runs the weight file is dropped from the page cache once
 //! ([`drop_from_page_cache`]), so that it is read back the way a first run reads a
@@ -179,18 +179,6 @@ pub struct RunResult {
     pub decode_tok_per_s: f64,
 }
 
-/// The peak RSS of process `pid` so far (`VmHWM` in /proc/PID/status), bytes.
-///
-/// Not `ru_maxrss` from `wait4`: Linux carries the parent's high-water mark into a child
-/// across fork + exec, so a child of a process that once held a big model reports at least
-/// that much.
-fn vm_hwm(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
-}
-
 /// Runs `gpt2 generate` with `args` and measures it (see [`RunResult`]).
 pub fn run_generate(gpt2: &Path, args: &[String]) -> anyhow::Result<RunResult> {
     let start = Instant::now();
@@ -203,24 +191,6 @@ pub fn run_generate(gpt2: &Path, args: &[String]) -> anyhow::Result<RunResult> {
         .with_context(|| format!("cannot run {}", gpt2.display()))?;
     let mut stdout = child.stdout.take().context("no stdout pipe")?;
     let mut stderr = child.stderr.take().context("no stderr pipe")?;
-    // The peak RSS: VmHWM only grows, so the last reading before the process exits (polled
-    // every 2 ms) is its peak up to the last 2 ms.
-    let pid = child.id();
-    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let rss_reader = {
-        let done = done.clone();
-        std::thread::spawn(move || {
-            let mut peak = 0;
-            while !done.load(std::sync::atomic::Ordering::Relaxed) {
-                match vm_hwm(pid) {
-                    Some(v) => peak = peak.max(v),
-                    None => break,
-                }
-                std::thread::sleep(std::time::Duration::from_millis(2));
-            }
-            peak
-        })
-    };
     // stderr on its own thread so a chatty child never blocks on a full pipe.
     let err_reader = std::thread::spawn(move || {
         let mut s = String::new();
@@ -236,14 +206,12 @@ pub fn run_generate(gpt2: &Path, args: &[String]) -> anyhow::Result<RunResult> {
         .read_to_end(&mut out)
         .context("cannot read the output")?;
     let ok = child.wait().context("cannot wait for gpt2")?.success();
-    done.store(true, std::sync::atomic::Ordering::Relaxed);
-    let max_rss_bytes = rss_reader.join().unwrap_or(0);
     let err = err_reader.join().unwrap_or_default();
     if !ok {
         bail!("{} {} failed:\n{err}", gpt2.display(), args.join(" "));
     }
     let out = String::from_utf8_lossy(&out);
-    let (mut prefill, mut decode) = (f64::NAN, f64::NAN);
+    let (mut prefill, mut decode, mut max_rss_bytes) = (f64::NAN, f64::NAN, 0);
     if args.iter().any(|a| a == "json") {
         let line = out.lines().next().unwrap_or_default();
         let v: serde_json::Value = serde_json::from_str(line)
@@ -251,6 +219,12 @@ pub fn run_generate(gpt2: &Path, args: &[String]) -> anyhow::Result<RunResult> {
         let stat = |k: &str| v["stats"][k].as_f64().unwrap_or(f64::NAN);
         prefill = stat("prefill_tok_per_s");
         decode = stat("decode_tok_per_s");
+        // gpt2's own VmHWM, read at its end (Linux): no polling thread competing with the
+        // measured process for the two cores.
+        let mib = stat("peak_rss_mib");
+        if mib.is_finite() {
+            max_rss_bytes = (mib * 1024.0 * 1024.0) as u64;
+        }
     }
     Ok(RunResult {
         first_byte_s,

@@ -202,6 +202,17 @@ struct Stats {
     generated_tokens: usize,
     decode_ms: f64,
     decode_tok_per_s: f64,
+    /// The process's peak resident set so far (`VmHWM`), MiB; `None` where the OS does not
+    /// say (not Linux).
+    peak_rss_mib: Option<f64>,
+}
+
+/// This process's peak resident set size (`VmHWM` of /proc/self/status), MiB (Linux).
+fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
 }
 
 /// One candidate in `steps` (JSON).
@@ -493,6 +504,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             generated_tokens: ids.len(),
             decode_ms: decode_time.as_secs_f64() * 1e3,
             decode_tok_per_s: per_s(ids.len(), decode_time.as_secs_f64()),
+            peak_rss_mib: peak_rss_mib(),
         };
         if args.stats {
             let mut err = stderr.lock();
@@ -514,6 +526,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 "decode:  {} tokens in {:.1} ms ({:.1} tok/s), finish reason {finish}, seed {seed}",
                 stats.generated_tokens, stats.decode_ms, stats.decode_tok_per_s
             )?;
+            if let Some(mib) = stats.peak_rss_mib {
+                writeln!(err, "memory:  peak RSS {mib:.0} MiB")?;
+            }
         }
         if !text_mode {
             let json = JsonSample {
