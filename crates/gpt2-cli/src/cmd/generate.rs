@@ -138,7 +138,7 @@ pub struct Args {
     pub show_probs: Option<usize>,
 
     /// Print timings to stderr: load time, prompt tokens and prefill tok/s, generated tokens and
-    /// decode tok/s (also as "stats" in the JSON object).
+    /// decode tok/s, peak RSS on Linux (also as "stats" in the JSON object).
     #[arg(long)]
     pub stats: bool,
 }
@@ -192,7 +192,7 @@ fn random_seed() -> u64 {
     z ^ (z >> 31)
 }
 
-/// Timings of one sample.
+/// Timings (and the peak memory so far) of one sample.
 #[derive(Debug, Serialize)]
 struct Stats {
     load_ms: f64,
