@@ -5,7 +5,7 @@ use std::sync::Arc;
 use candle_core::{DType, Tensor};
 
 use crate::error::Result;
-use crate::matrix::{Matrix, Slice};
+use crate::matrix::Matrix;
 use crate::q8::Q8Matrix;
 
 /// `wte` (token embedding, also the tied output projection) and `wpe` (learned positions).
@@ -33,25 +33,8 @@ impl Embeddings {
     /// Quantized embeddings: `wte` stored in Q8_0 blocks (`n_embd` must be a multiple of
     /// 32), `wpe` kept as given.
     pub fn quantize(wte: &Matrix, wpe: Tensor) -> Result<Self> {
-        let (rows, k) = match wte.dims()[..] {
-            [rows, k] => (rows, k),
-            _ => {
-                return Err(crate::ModelError::BadInput {
-                    expected: "wte of shape [n_vocab, n_embd]".into(),
-                    found: format!("shape {:?}", wte.dims()),
-                })
-            }
-        };
-        // Mapped f32 values are quantized in place; anything else is widened first.
-        let q = match wte {
-            Matrix::Mapped(m) => match m.slice() {
-                Slice::F32(w) => Q8Matrix::from_rows(w, rows, k),
-                Slice::F16(_) => Q8Matrix::from_rows(&wte.to_f32_vec()?, rows, k),
-            },
-            Matrix::Tensor(_) => Q8Matrix::from_rows(&wte.to_f32_vec()?, rows, k),
-        };
-        // Scales rounded to f16, as in GGUF files (see `Conv1D::quantize`).
-        let q = Arc::new(q.with_f16_scales());
+        // f16-rounded scales, as in GGUF files.
+        let q = Arc::new(wte.to_q8(false)?);
         Ok(Self {
             wte: Tensor::zeros(0, DType::F32, wpe.device())?.into(),
             wpe,

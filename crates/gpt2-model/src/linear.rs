@@ -176,26 +176,9 @@ impl Conv1D {
     /// A Q8_0 layer: `W` `[in, out]` is stored transposed, `[out, in]`, in blocks of 32
     /// along `in` (which must be a multiple of 32). `b` stays as given.
     pub fn quantize(weight: &Matrix, bias: Tensor) -> Result<Self> {
-        let (k, n) = match weight.dims()[..] {
-            [k, n] => (k, n),
-            _ => {
-                return Err(crate::ModelError::BadInput {
-                    expected: "a [in, out] weight matrix".into(),
-                    found: format!("shape {:?}", weight.dims()),
-                })
-            }
-        };
-        // Mapped f32 values are quantized in place; anything else is widened first.
-        let q = match weight {
-            Matrix::Mapped(m) => match m.slice() {
-                Slice::F32(w) => Q8Matrix::from_transposed(w, k, n),
-                Slice::F16(_) => Q8Matrix::from_transposed(&weight.to_f32_vec()?, k, n),
-            },
-            Matrix::Tensor(_) => Q8Matrix::from_transposed(&weight.to_f32_vec()?, k, n),
-        };
         // Scales rounded to f16, as GGML stores them: the same numbers as a GGUF file of
         // this model (`gpt2 convert --dtype q8_0`).
-        let q = q.with_f16_scales();
+        let q = weight.to_q8(true)?;
         let device = bias.device().clone();
         Ok(Self {
             weight: Tensor::zeros(0, DType::F32, &device)?.into(),

@@ -17,6 +17,7 @@ use gpt2_weights::SharedBytes;
 use half::f16;
 
 use crate::error::Result;
+use crate::q8::{self, Q8Matrix};
 
 /// A borrowed matrix of one of the kernels' element types.
 #[derive(Debug, Clone, Copy)]
@@ -160,6 +161,39 @@ impl Matrix {
             Matrix::Tensor(t) => Ok(t.clone()),
             Matrix::Mapped(m) => m.to_tensor(device),
         }
+    }
+
+    /// The matrix in Q8_0 blocks, with the scales rounded to f16 as GGML (and so GGUF files)
+    /// store them: its rows as they are (`transpose == false`: `[rows, cols]`, blocks along
+    /// `cols`) or its transpose (`true`: `[cols, rows]`, blocks along `rows`). Mapped f32
+    /// values are quantized in place; anything else is widened to f32 first. An error when
+    /// the matrix is not 2-D or the blocked dimension is not a multiple of 32.
+    pub fn to_q8(&self, transpose: bool) -> Result<Q8Matrix> {
+        let (rows, cols) = match self.dims()[..] {
+            [r, c] if (if transpose { r } else { c }).is_multiple_of(q8::BLOCK) => (r, c),
+            _ => {
+                return Err(crate::ModelError::BadInput {
+                    expected: format!(
+                        "a 2-D matrix whose {} count is a multiple of {}",
+                        if transpose { "row" } else { "column" },
+                        q8::BLOCK
+                    ),
+                    found: format!("shape {:?}", self.dims()),
+                })
+            }
+        };
+        let quantize = |w: &[f32]| match transpose {
+            false => Q8Matrix::from_rows(w, rows, cols),
+            true => Q8Matrix::from_transposed(w, rows, cols),
+        };
+        let q = match self {
+            Matrix::Mapped(m) => match m.slice() {
+                Slice::F32(w) => quantize(w),
+                Slice::F16(_) => quantize(&self.to_f32_vec()?),
+            },
+            Matrix::Tensor(_) => quantize(&self.to_f32_vec()?),
+        };
+        Ok(q.with_f16_scales())
     }
 
     /// All values as f32, row-major.
