@@ -11,6 +11,11 @@
 //!
 //! The map asks for transparent huge pages (see `gpt2_weights`): a page cache that holds the
 //! file in 2 MiB pages makes the in-place reads ~20% faster than 4 KiB pages.
+//!
+//! As with any memory map, the file must not be truncated or rewritten in place while a
+//! model uses it (that would change the weights under it, or end the process with SIGBUS if
+//! it shrinks). Replacing it is fine: this project's writers (`save_hf`, `gpt2 convert`, the
+//! downloads) write a new file and rename it over the old one, whose pages the map keeps.
 
 use candle_core::{DType, Device, Tensor};
 use gpt2_weights::SharedBytes;
