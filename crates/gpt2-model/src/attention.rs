@@ -134,6 +134,19 @@ impl CausalSelfAttention {
 /// A decode step runs `b·h` tiny products; as candle gemms each costs more in set-up than in
 /// arithmetic (~10% of a q8_0 decode step at 124M). Here each is a loop of dot products,
 /// a softmax and a weighted sum of the value rows, in f32 as the general path computes them.
+///
+/// ```
+/// # fn main() -> Result<(), gpt2_model::ModelError> {
+/// use gpt2_model::{attention::attend_one_query, Device, Tensor};
+/// // One sequence, one head of 2 channels, two cached keys: q·k = [0, 0], so the two values
+/// // are averaged.
+/// let q = Tensor::new(&[[[[1f32, 0.]]]], &Device::Cpu)?; // [1, 1, 1, 2]
+/// let k = Tensor::new(&[[[[0f32, 1.], [0., 2.]]]], &Device::Cpu)?; // [1, 1, 2, 2]
+/// let v = Tensor::new(&[[[[2f32, 0.], [0., 4.]]]], &Device::Cpu)?;
+/// let y = attend_one_query(&q, &k, &v)?.expect("CPU f32");
+/// assert_eq!(y.to_vec2::<f32>()?, vec![vec![1.0, 2.0]]);
+/// # Ok(()) }
+/// ```
 pub fn attend_one_query(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Option<Tensor>> {
     let (b, h, one, d) = q.dims4()?;
     let (_, _, l, _) = k.dims4()?;

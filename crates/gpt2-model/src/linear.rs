@@ -89,6 +89,15 @@ pub fn mapped_matmul(x: &Tensor, w: &Mapped, layout: Layout) -> Result<Tensor> {
 /// row-major (`Layout::RowMajor`) or `[n, k]` row-major read as its transpose
 /// (`Layout::Transposed`). Rayon's threads share the work.
 ///
+/// ```
+/// use gpt2_model::{gemv::Layout, linear::gemm_f32};
+/// // [1, 2] · [[1, 2, 3], [4, 5, 6]] = [9, 12, 15]; the same matrix stored transposed too.
+/// let y = gemm_f32(&[1.0, 2.0], 1, 2, &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0], Layout::RowMajor, 3);
+/// assert_eq!(y, vec![9.0, 12.0, 15.0]);
+/// let t = gemm_f32(&[1.0, 2.0], 1, 2, &[1.0, 4.0, 2.0, 5.0, 3.0, 6.0], Layout::Transposed, 3);
+/// assert_eq!(t, y);
+/// ```
+///
 /// # Panics
 /// If `x.len() != m·k` or `w.len() != k·n`.
 pub fn gemm_f32(x: &[f32], m: usize, k: usize, w: &[f32], layout: Layout, n: usize) -> Vec<f32> {

@@ -134,6 +134,20 @@ impl Mapped {
 }
 
 /// A weight matrix: a candle tensor (any device) or [`Mapped`] values.
+///
+/// ```
+/// # fn main() -> Result<(), gpt2_model::ModelError> {
+/// use gpt2_model::matrix::Matrix;
+/// use gpt2_model::{Device, Tensor};
+/// let w: Matrix = Tensor::ones((64, 3), gpt2_model::DType::F32, &Device::Cpu)?.into();
+/// assert_eq!(w.dims(), vec![64, 3]);
+/// // Q8_0 blocks of its transpose ([3, 64], blocks along the 64): ones come back as
+/// // 127 · f16(1/127).
+/// let q = w.to_q8(true)?;
+/// assert_eq!((q.rows(), q.k()), (3, 64));
+/// assert!(q.dequantize().iter().all(|&v| (v - 1.0).abs() < 1e-3));
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone)]
 pub enum Matrix {
     /// A tensor of its own.

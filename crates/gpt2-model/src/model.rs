@@ -464,6 +464,18 @@ impl Gpt2 {
     /// the memory-mapped weight file, with no copy: true for f32/f16 safetensors loaded on
     /// the CPU in their stored dtype (the data must be aligned, as Hugging Face's and this
     /// project's files are); false for random, quantized, cast or GPU models.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use gpt2_model::{Gpt2, LoadOptions};
+    /// let config = gpt2_weights::Config { n_vocab: 64, n_ctx: 8, n_embd: 8, n_head: 2, n_layer: 1, layer_norm_epsilon: 1e-5 };
+    /// let random = Gpt2::random(&config, 1, &LoadOptions::default())?;
+    /// assert!(!random.weights_in_place());
+    /// let dir = tempfile::tempdir()?;
+    /// random.save_hf(dir.path().join("m"))?;
+    /// assert!(Gpt2::load(dir.path().join("m"), &LoadOptions::default())?.weights_in_place());
+    /// # Ok(()) }
+    /// ```
     pub fn weights_in_place(&self) -> bool {
         use crate::matrix::Matrix::Mapped;
         matches!(self.embeddings.wte, Mapped(_))
