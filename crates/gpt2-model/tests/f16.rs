@@ -1,14 +1,14 @@
-//! f16 weights and activations against the f32 references: how far the logits move and
-//! whether greedy decoding still picks the same tokens. The numbers are printed (run with
-//! `--nocapture`) and recorded in the crate README.
+//! f16 weights (with f32 activations, the CPU's f16 mode) against the f32 references: how far
+//! the logits move and whether greedy decoding still picks the same tokens. The numbers are
+//! printed (run with `--nocapture`) and recorded in the crate README.
 
 mod common;
 
 use common::*;
 use gpt2_model::DType;
 
-/// Bound on max |logit diff| for f16 on the fixtures (measured: see README).
-const F16_LOGITS_TOL: f32 = 0.05;
+/// Bound on max |logit diff| for f16 on the fixtures (measured at most 7.4e-3: see README).
+const F16_LOGITS_TOL: f32 = 0.02;
 /// Greedy picks must agree wherever the reference's top-1 margin exceeds this.
 const F16_MARGIN: f64 = 0.05;
 
