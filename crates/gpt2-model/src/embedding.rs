@@ -47,32 +47,35 @@ impl Embeddings {
         let (b, s) = ids.dims2()?;
         let n_embd = self.wpe.dim(1)?;
         let ids = ids.flatten_all()?;
-        let tok = match &self.wte_quantized {
-            Some(q) => {
-                let ids: Vec<u32> = ids.to_vec1()?;
-                let mut rows = vec![0f32; ids.len() * n_embd];
-                for (row, &id) in rows.chunks_mut(n_embd).zip(&ids) {
-                    q.row_f32(id as usize, row);
-                }
-                Tensor::from_vec(rows, (ids.len(), n_embd), self.wpe.device())?
-                    .to_dtype(self.wpe.dtype())?
+        // [b·s, n_embd], in the activations' dtype (wpe's).
+        let tok = match (&self.wte_quantized, &self.wte) {
+            (Some(q), _) => self.gather(&ids, n_embd, |id, row| q.row_f32(id, row))?,
+            (None, Matrix::Mapped(wte)) => {
+                self.gather(&ids, n_embd, |id, row| wte.row_f32(id, row))?
             }
-            None => match &self.wte {
-                // [b·s, n_embd], in the activations' dtype (wpe's).
-                Matrix::Tensor(wte) => wte.index_select(&ids, 0)?.to_dtype(self.wpe.dtype())?,
-                Matrix::Mapped(wte) => {
-                    let ids: Vec<u32> = ids.to_vec1()?;
-                    let mut rows = vec![0f32; ids.len() * n_embd];
-                    for (row, &id) in rows.chunks_mut(n_embd).zip(&ids) {
-                        wte.row_f32(id as usize, row);
-                    }
-                    Tensor::from_vec(rows, (ids.len(), n_embd), self.wpe.device())?
-                        .to_dtype(self.wpe.dtype())?
-                }
-            },
+            (None, Matrix::Tensor(wte)) => wte.index_select(&ids, 0)?.to_dtype(self.wpe.dtype())?,
         };
         let pos = self.wpe.index_select(&positions.flatten_all()?, 0)?; // [b·s, n_embd]
         Ok((tok + pos)?.reshape((b, s, n_embd))?)
+    }
+
+    /// Rows `ids` (`[n]` u32) of a `wte` that is not a tensor, each written by `row(id, out)`
+    /// as f32 → `[n, n_embd]` in the activations' dtype.
+    fn gather(
+        &self,
+        ids: &Tensor,
+        n_embd: usize,
+        row: impl Fn(usize, &mut [f32]),
+    ) -> Result<Tensor> {
+        let ids: Vec<u32> = ids.to_vec1()?;
+        let mut rows = vec![0f32; ids.len() * n_embd];
+        for (out, &id) in rows.chunks_mut(n_embd).zip(&ids) {
+            row(id as usize, out);
+        }
+        Ok(
+            Tensor::from_vec(rows, (ids.len(), n_embd), self.wpe.device())?
+                .to_dtype(self.wpe.dtype())?,
+        )
     }
 
     /// The tied LM head: `h` `[rows, n_embd]` → logits `[rows, n_vocab]` = `h · wteᵀ`.

@@ -277,13 +277,17 @@ type DotFn = fn(&[i8], &[i8], &[f32], [&[i8]; 4], [&[f32]; 4]) -> [f32; 4];
 /// (`vpdpbusd`, one instruction for 32 products and their sums in fours), AVX2
 /// (`vpmaddubsw` + `vpmaddwd`), or a portable loop.
 fn dot_kernel() -> DotFn {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if let Some(f) = x86::best() {
-            return f;
+    // Detected once: this runs for every product of a decode step.
+    static KERNEL: std::sync::OnceLock<DotFn> = std::sync::OnceLock::new();
+    *KERNEL.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if let Some(f) = x86::best() {
+                return f;
+            }
         }
-    }
-    dot_q8_portable
+        dot_q8_portable
+    })
 }
 
 fn dot_q8_portable(xq: &[i8], _ax: &[i8], xd: &[f32], q: [&[i8]; 4], s: [&[f32]; 4]) -> [f32; 4] {

@@ -70,20 +70,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Target::Safetensors(dtype) => dtype,
         Target::Q8_0 => return run_gguf(&args, layout),
     };
-    match gpt2_weights::convert(&args.from, &args.to, dtype) {
-        Ok(()) => {}
-        Err(e @ WeightsError::DestinationExists(_)) => {
-            return Err(anyhow::Error::new(UsageError(e.to_string())))
-        }
-        Err(e) => {
-            return Err(e).with_context(|| {
-                format!(
-                    "converting {} to {} (nothing was written)",
-                    args.from.display(),
-                    args.to.display()
-                )
-            })
-        }
+    if let Err(e) = gpt2_weights::convert(&args.from, &args.to, dtype) {
+        let exists = matches!(e, WeightsError::DestinationExists(_));
+        return Err(conversion_failed(e, exists, &args));
     }
     let written = Weights::open(&args.to)
         .with_context(|| format!("re-opening the converted model {}", args.to.display()))?;
@@ -98,22 +87,27 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A failed conversion as the command reports it: a usage error (exit 2) when the destination
+/// exists, otherwise the cause, saying that nothing was written.
+fn conversion_failed<E>(e: E, destination_exists: bool, args: &Args) -> anyhow::Error
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    if destination_exists {
+        return anyhow::Error::new(UsageError(e.to_string()));
+    }
+    anyhow::Error::new(e).context(format!(
+        "converting {} to {} (nothing was written)",
+        args.from.display(),
+        args.to.display()
+    ))
+}
+
 /// `--dtype q8_0`: a GGUF directory.
 fn run_gguf(args: &Args, layout: gpt2_weights::Layout) -> anyhow::Result<()> {
-    match gguf::convert_to_gguf(&args.from, &args.to) {
-        Ok(()) => {}
-        Err(e @ ModelError::Weights(WeightsError::DestinationExists(_))) => {
-            return Err(anyhow::Error::new(UsageError(e.to_string())))
-        }
-        Err(e) => {
-            return Err(e).with_context(|| {
-                format!(
-                    "converting {} to {} (nothing was written)",
-                    args.from.display(),
-                    args.to.display()
-                )
-            })
-        }
+    if let Err(e) = gguf::convert_to_gguf(&args.from, &args.to) {
+        let exists = matches!(e, ModelError::Weights(WeightsError::DestinationExists(_)));
+        return Err(conversion_failed(e, exists, args));
     }
     let written = GgufFile::open(&args.to.join(gguf::GGUF_FILE))
         .with_context(|| format!("re-opening the converted model {}", args.to.display()))?;
