@@ -45,16 +45,17 @@
 //!
 //! # Quantization
 //!
-//! The blocks are [`Q8Matrix::from_rows`] / [`Q8Matrix::from_transposed`] of the f32 weights
-//! with [`Q8Matrix::with_f16_scales`], exactly what [`LoadOptions::q8_0`] computes at load:
-//! GGML's `block_q8_0` stores each scale as an f16 (little-endian, then the 32 `i8`), and the
-//! `i8` values are computed with the f32 scale, as in GGML's own quantizer. A model loaded
-//! from GGUF therefore equals the quantize-at-load model, bit for bit (`tests/gguf.rs`).
+//! The blocks are [`Q8Matrix::from_rows`] / [`Q8Matrix::from_transposed`] of the f32 weights,
+//! exactly what [`LoadOptions::q8_0`] computes at load: GGML's `block_q8_0` (the scale as a
+//! little-endian f16, then the 32 `i8`, computed with the f32 scale as in GGML's own
+//! quantizer) is also the in-memory layout of [`Q8Matrix`]. A model loaded from GGUF
+//! therefore equals the quantize-at-load model, bit for bit (`tests/gguf.rs`), and loading
+//! uses the file's blocks in place, from the memory map.
 
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
-use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{BufReader, BufWriter, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -62,9 +63,8 @@ use candle_core::quantized::gguf_file::{self, Value};
 use candle_core::quantized::{GgmlDType, QStorage, QTensor};
 use candle_core::{DType, Device, Tensor};
 use gpt2_tokenizer::Tokenizer;
-use gpt2_weights::{Config, Weights, WeightsError};
+use gpt2_weights::{Config, SharedBytes, Weights, WeightsError};
 use half::f16;
-use rayon::prelude::*;
 
 use crate::attention::CausalSelfAttention;
 use crate::block::Block;
@@ -74,7 +74,7 @@ use crate::layer_norm::LayerNorm;
 use crate::linear::Conv1D;
 use crate::mlp::Mlp;
 use crate::model::{Gpt2, LoadOptions, Quantization};
-use crate::q8::{Q8Matrix, BLOCK};
+use crate::q8::{self, Q8Matrix, BLOCK};
 
 /// The weight file of a GGUF model directory.
 pub const GGUF_FILE: &str = "model.gguf";
@@ -87,7 +87,7 @@ pub const GGUF_VERSION: u32 = 3;
 pub const FILE_TYPE_MOSTLY_Q8_0: u32 = 7;
 
 /// Bytes of one GGML `block_q8_0`: an f16 scale, then 32 `i8`.
-const Q8_0_BLOCK_BYTES: usize = 2 + BLOCK;
+const Q8_0_BLOCK_BYTES: usize = q8::BLOCK_BYTES;
 
 /// Everything that can be wrong with a GGUF file.
 #[derive(Debug, thiserror::Error)]
@@ -343,33 +343,27 @@ fn metadata(config: &Config, opts: &GgufOptions<'_>) -> Result<Vec<(String, Valu
     Ok(md)
 }
 
-/// GGML `block_q8_0`s of `q`: per block the scale as f16 (little-endian), then the 32 `i8`.
-fn q8_0_qtensor(q: &Q8Matrix, name: &str) -> Result<QTensor> {
-    let nb = q.scales().len();
-    // Build the bytes in u16s: candle reads them as `BlockQ8_0`s, which are 2-byte aligned.
-    let mut buf = vec![0u16; nb * Q8_0_BLOCK_BYTES / 2];
-    // SAFETY: `buf` is `nb · 34` initialized bytes owned for the lifetime of `bytes`; any bit
-    // pattern is a valid `u8`, and `u8` has no alignment requirement.
-    let bytes: &mut [u8] =
-        unsafe { std::slice::from_raw_parts_mut(buf.as_mut_ptr().cast::<u8>(), nb * 34) };
-    for (b, (qs, &d)) in bytes
-        .chunks_mut(Q8_0_BLOCK_BYTES)
-        .zip(q.qs().chunks(BLOCK).zip(q.scales()))
-    {
-        let h = f16::from_f32(d);
-        if !h.is_finite() {
-            return Err(GgufError::ScaleOverflow {
-                name: name.to_string(),
-                amax: d * 127.0,
-            }
-            .into());
+/// `q`'s GGML `block_q8_0`s as a candle tensor to write; `values` are the weights `q` was
+/// quantized from (for the error when one is too large for an f16 scale).
+fn q8_0_qtensor(q: &Q8Matrix, name: &str, values: &[f32]) -> Result<QTensor> {
+    let blocks = q.blocks();
+    let overflow = blocks
+        .chunks_exact(Q8_0_BLOCK_BYTES)
+        .any(|b| !f16::from_le_bytes([b[0], b[1]]).is_finite());
+    if overflow {
+        // The block holding the largest weight overflows, so that is the one to name.
+        let amax = values.iter().fold(0f32, |m, v| m.max(v.abs()));
+        return Err(GgufError::ScaleOverflow {
+            name: name.to_string(),
+            amax,
         }
-        b[..2].copy_from_slice(&h.to_le_bytes());
-        for (o, &v) in b[2..].iter_mut().zip(qs) {
-            *o = v as u8;
-        }
+        .into());
     }
-    let storage = QStorage::Cpu(GgmlDType::Q8_0.from_data(Cow::Borrowed(&*bytes)));
+    // Copied into u16s: candle reads the bytes as `BlockQ8_0`s, which are 2-byte aligned.
+    let mut buf = vec![0u16; blocks.len() / 2];
+    bytemuck::cast_slice_mut::<u16, u8>(&mut buf).copy_from_slice(blocks);
+    let bytes: &[u8] = bytemuck::cast_slice(&buf);
+    let storage = QStorage::Cpu(GgmlDType::Q8_0.from_data(Cow::Borrowed(bytes)));
     Ok(QTensor::new(storage, (q.rows(), q.k()))?)
 }
 
@@ -391,12 +385,12 @@ fn write_gguf<W: Write + Seek>(
         let t = match how {
             Stored::Embedding => {
                 let q = Q8Matrix::from_rows(&values, shape[0], shape[1]);
-                q8_0_qtensor(&q, &canonical)?
+                q8_0_qtensor(&q, &canonical, &values)?
             }
             Stored::Conv1D => {
                 // [in, out] → [out, in] = shape.
                 let q = Q8Matrix::from_transposed(&values, shape[1], shape[0]);
-                q8_0_qtensor(&q, &canonical)?
+                q8_0_qtensor(&q, &canonical, &values)?
             }
             Stored::F32 => QTensor::quantize(
                 &Tensor::from_vec(values, shape.as_slice(), &Device::Cpu)?,
@@ -893,12 +887,9 @@ impl GgufFile {
             })
     }
 
-    /// Reads the bytes of tensor `name` (already checked to lie inside the file).
-    fn read_bytes(&self, file: &mut File, name: &str) -> Result<Vec<u8>> {
-        let io = |source| GgufError::Io {
-            path: self.path.clone(),
-            source,
-        };
+    /// The bytes of tensor `name` in the mapped file (checked at [`open`](Self::open) to lie
+    /// inside it; checked again here against the map, in case the file has shrunk since).
+    fn tensor_bytes(&self, file: &SharedBytes, name: &str) -> Result<SharedBytes> {
         let Some(info) = self.content.tensor_infos.get(name) else {
             return Err(GgufError::MissingTensor {
                 path: self.path.clone(),
@@ -909,32 +900,48 @@ impl GgufFile {
         };
         let d = info.ggml_dtype;
         let size = info.shape.elem_count() / d.block_size() * d.type_size();
-        let mut buf = vec![0u8; size];
-        file.seek(SeekFrom::Start(
-            self.content.tensor_data_offset + info.offset,
-        ))
-        .map_err(io)?;
-        file.read_exact(&mut buf).map_err(io)?;
-        Ok(buf)
+        let start = self.content.tensor_data_offset + info.offset;
+        usize::try_from(start)
+            .ok()
+            .and_then(|start| file.slice(start, size))
+            .ok_or_else(|| {
+                GgufError::Truncated {
+                    path: self.path.clone(),
+                    name: name.to_string(),
+                    start,
+                    end: start.saturating_add(size as u64),
+                    len: file.len() as u64,
+                }
+                .into()
+            })
     }
 
     /// Builds the model. With [`LoadOptions::q8_0`] (`quantize: Some(Q8_0)`, f32, CPU) the
-    /// Q8_0 blocks go straight into the layers' [`Q8Matrix`]es, with no re-quantization. Any
-    /// other options dequantize the matrices (to `opts.dtype` on `opts.device`): the model then
-    /// computes with the Q8_0-rounded weights in f32/f16, on any device, at f32/f16 speed.
+    /// Q8_0 matrices are used in place in the mapped file (GGML's `block_q8_0` is the
+    /// layout [`Q8Matrix`] computes with): nothing is copied or re-quantized, so loading takes
+    /// milliseconds and the weights cost no memory beyond the page cache. Any other options
+    /// dequantize the matrices (to `opts.dtype` on `opts.device`): the model then computes
+    /// with the Q8_0-rounded weights in f32/f16, on any device, at f32/f16 speed.
+    ///
+    /// As with every mapped model, the file must not be truncated or rewritten in place
+    /// while the model lives (replacing it by a rename is fine).
     ///
     /// # Errors
     /// I/O errors, an `output.weight` that differs from `token_embd.weight`, or options the
     /// model does not support (e.g. Q8_0 on a GPU).
     pub fn load(&self, opts: &LoadOptions) -> Result<Gpt2> {
-        let mut file = File::open(&self.path).map_err(|source| GgufError::Io {
-            path: self.path.clone(),
-            source,
+        let file = SharedBytes::map_file(&self.path).map_err(|e| match e {
+            WeightsError::Io { source, .. } => GgufError::Io {
+                path: self.path.clone(),
+                source,
+            }
+            .into(),
+            other => ModelError::from(other),
         })?;
         if self.output {
-            let a = self.read_bytes(&mut file, "token_embd.weight")?;
-            let b = self.read_bytes(&mut file, "output.weight")?;
-            if a != b {
+            let a = self.tensor_bytes(&file, "token_embd.weight")?;
+            let b = self.tensor_bytes(&file, "output.weight")?;
+            if *a != *b {
                 return Err(GgufError::UntiedOutput {
                     path: self.path.clone(),
                 }
@@ -946,14 +953,14 @@ impl GgufFile {
             .iter()
             .map(|(c, n, h, s)| (c.as_str(), (n.as_str(), *h, s.as_slice())))
             .collect();
-        let mut read = |canonical: &str| -> Result<(Stored, Vec<usize>, Vec<u8>)> {
+        let read = |canonical: &str| -> Result<(Stored, Vec<usize>, SharedBytes)> {
             let Some(&(name, how, shape)) = by_canonical.get(canonical) else {
                 return Err(ModelError::BadInput {
                     expected: "a GPT-2 tensor name".into(),
                     found: canonical.to_string(),
                 });
             };
-            Ok((how, shape.to_vec(), self.read_bytes(&mut file, name)?))
+            Ok((how, shape.to_vec(), self.tensor_bytes(&file, name)?))
         };
         if opts.quantize == Some(Quantization::Q8_0) {
             return self.load_q8_0(opts, read);
@@ -964,8 +971,7 @@ impl GgufFile {
             let t = match how {
                 Stored::F32 => Tensor::from_vec(f32s(&bytes), shape.as_slice(), &Device::Cpu)?,
                 Stored::Embedding | Stored::Conv1D => {
-                    let (qs, scales) = unpack_q8_0(&bytes);
-                    let q = self.q8_matrix(canonical, &shape, qs, scales)?;
+                    let q = self.q8_matrix(canonical, &shape, bytes)?;
                     let t = Tensor::from_vec(q.dequantize(), shape.as_slice(), &Device::Cpu)?;
                     if how == Stored::Conv1D {
                         t.t()?.contiguous()? // [out, in] → [in, out]
@@ -978,14 +984,8 @@ impl GgufFile {
         })
     }
 
-    fn q8_matrix(
-        &self,
-        canonical: &str,
-        shape: &[usize],
-        qs: Vec<i8>,
-        scales: Vec<f32>,
-    ) -> Result<Q8Matrix> {
-        Q8Matrix::from_parts(shape[0], shape[1], qs, scales).ok_or_else(|| ModelError::BadInput {
+    fn q8_matrix(&self, canonical: &str, shape: &[usize], bytes: SharedBytes) -> Result<Q8Matrix> {
+        Q8Matrix::from_mapped(shape[0], shape[1], bytes).ok_or_else(|| ModelError::BadInput {
             expected: format!("Q8_0 blocks of {canonical} {shape:?}"),
             found: "a different number of blocks".into(),
         })
@@ -994,7 +994,7 @@ impl GgufFile {
     fn load_q8_0(
         &self,
         opts: &LoadOptions,
-        mut read: impl FnMut(&str) -> Result<(Stored, Vec<usize>, Vec<u8>)>,
+        read: impl Fn(&str) -> Result<(Stored, Vec<usize>, SharedBytes)>,
     ) -> Result<Gpt2> {
         if !opts.device.is_cpu() {
             return Err(ModelError::BadInput {
@@ -1017,9 +1017,7 @@ impl GgufFile {
                 let t = Tensor::from_vec(f32s(&bytes), shape.as_slice(), &dev)?;
                 vectors.insert(canonical.clone(), t);
             } else {
-                let (qs, scales) = unpack_q8_0(&bytes);
-                drop(bytes);
-                let q = self.q8_matrix(canonical, &shape, qs, scales)?;
+                let q = self.q8_matrix(canonical, &shape, bytes)?;
                 matrices.insert(canonical.clone(), Arc::new(q));
             }
         }
@@ -1084,30 +1082,6 @@ fn f32s(bytes: &[u8]) -> Vec<f32> {
         .collect()
 }
 
-/// GGML `block_q8_0`s → the int8 values and the (f16 → f32) scales.
-fn unpack_q8_0(bytes: &[u8]) -> (Vec<i8>, Vec<f32>) {
-    let nb = bytes.len() / Q8_0_BLOCK_BYTES;
-    let mut qs = crate::q8::huge_zeroed(nb * BLOCK);
-    let mut scales = vec![0f32; nb];
-    const CHUNK: usize = 4096; // blocks per task
-    qs.par_chunks_mut(CHUNK * BLOCK)
-        .zip(scales.par_chunks_mut(CHUNK))
-        .zip(bytes.par_chunks(CHUNK * Q8_0_BLOCK_BYTES))
-        .for_each(|((q, s), b)| {
-            for ((q, s), b) in q
-                .chunks_mut(BLOCK)
-                .zip(s.iter_mut())
-                .zip(b.chunks_exact(Q8_0_BLOCK_BYTES))
-            {
-                *s = f16::from_le_bytes([b[0], b[1]]).to_f32();
-                for (q, &v) in q.iter_mut().zip(&b[2..]) {
-                    *q = v as i8;
-                }
-            }
-        });
-    (qs, scales)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1128,7 +1102,7 @@ mod tests {
             Conv1D {
                 weight: Tensor::zeros(0, DType::F32, &dev).expect("zeros").into(),
                 bias: vector(&format!("{p}.bias")),
-                quantized: Some(Arc::new(q.with_f16_scales())),
+                quantized: Some(Arc::new(q)),
             }
         };
         let ln = |p: &str| {
@@ -1157,7 +1131,7 @@ mod tests {
         let embeddings = Embeddings {
             wte: Tensor::zeros(0, DType::F32, &dev).expect("zeros").into(),
             wpe: vector("wpe.weight"),
-            wte_quantized: Some(Arc::new(wte.with_f16_scales())),
+            wte_quantized: Some(Arc::new(wte)),
         };
         Gpt2::from_layers(config, embeddings, h, ln("ln_f"), &LoadOptions::q8_0())
     }

@@ -182,8 +182,8 @@ impl Matrix {
         }
     }
 
-    /// The matrix in Q8_0 blocks, with the scales rounded to f16 as GGML (and so GGUF files)
-    /// store them: its rows as they are (`transpose == false`: `[rows, cols]`, blocks along
+    /// The matrix in Q8_0 blocks (GGML's `block_q8_0`, f16 scales, the bytes a GGUF file
+    /// holds): its rows as they are (`transpose == false`: `[rows, cols]`, blocks along
     /// `cols`) or its transpose (`true`: `[cols, rows]`, blocks along `rows`). Mapped f32
     /// values are quantized in place; anything else is widened to f32 first. An error when
     /// the matrix is not 2-D or the blocked dimension is not a multiple of 32.
@@ -205,14 +205,13 @@ impl Matrix {
             false => Q8Matrix::from_rows(w, rows, cols),
             true => Q8Matrix::from_transposed(w, rows, cols),
         };
-        let q = match self {
+        Ok(match self {
             Matrix::Mapped(m) => match m.slice() {
                 Slice::F32(w) => quantize(w),
                 Slice::F16(_) => quantize(&self.to_f32_vec()?),
             },
             Matrix::Tensor(_) => quantize(&self.to_f32_vec()?),
-        };
-        Ok(q.with_f16_scales())
+        })
     }
 
     /// All values as f32, row-major.

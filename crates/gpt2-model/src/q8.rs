@@ -1,53 +1,99 @@
 //! 8-bit weight matrices in Q8_0 blocks, and their products with f32 activations.
 //!
-//! The layout is GGML's Q8_0 in spirit: each row of `k` weights is cut into blocks of 32; a
-//! block stores `d = max|w| / 127` and `q = round(w / d)` as 32 `i8`, so `w ≈ d · q`. Here
-//! the int8 values and the (f32) scales live in two arrays (1.125 bytes per weight).
+//! The layout is GGML's `block_q8_0`, byte for byte: each row of `k` weights is cut into
+//! blocks of 32; a block is 34 bytes, the scale `d = max|w| / 127` as a little-endian f16
+//! and then `q = round(w / d)` as 32 `i8`, so `w ≈ d · q` (1.0625 bytes per weight). The
+//! blocks of a GGUF file are therefore used as they lie in the mapped file, with no copy
+//! (see [`crate::gguf`]), and a matrix quantized at load holds the same bytes that
+//! `gpt2 convert --dtype q8_0` writes.
 //!
-//! Products of a few rows (decode) round the activations to Q8_0 blocks too, as llama.cpp
-//! does, and multiply-add 8-bit integers, four weight rows per pass over an activation row
-//! (AVX-VNNI or AVX-512 VNNI `vpdpbusd`, else AVX2 `vpmaddubsw` + `vpmaddwd`, detected at run
-//! time; a portable loop elsewhere): ~1.3x the throughput of widening the weights to f32 in
-//! registers, for a max logit difference of 0.31 instead of 0.21 on the shared gpt2-tiny
-//! fixture (f32 scales). Longer products (prefill) dequantize the matrix once and run an f32
-//! gemm.
+//! Products of a few rows (decode) round the activations to blocks of 32 too, as llama.cpp
+//! does (with f32 scales here), and multiply-add 8-bit integers, four weight rows per pass
+//! over an activation row (AVX-VNNI or AVX-512 VNNI `vpdpbusd`, else AVX2 `vpmaddubsw` +
+//! `vpmaddwd`, detected at run time; a portable loop elsewhere): ~1.3x the throughput of
+//! widening the weights to f32 in registers. Longer products (prefill) dequantize the matrix
+//! once and run an f32 gemm.
 
+use std::ops::Deref;
+
+use gpt2_weights::SharedBytes;
+use half::f16;
 use rayon::prelude::*;
 
 /// Weights per block.
 pub const BLOCK: usize = 32;
 
-/// A `[rows, k]` matrix in Q8_0 blocks along `k` (`k` a multiple of [`BLOCK`]).
+/// Bytes per block: the f16 scale, then [`BLOCK`] `i8` values (GGML's `block_q8_0`).
+pub const BLOCK_BYTES: usize = 34;
+
+/// Where a matrix's blocks live.
+#[derive(Clone)]
+enum Blocks {
+    /// Quantized here (or read into memory), in transparent huge pages where Linux gives
+    /// them.
+    Owned(std::sync::Arc<Vec<u8>>),
+    /// In place in a mapped file (a GGUF model).
+    Mapped(SharedBytes),
+}
+
+impl Deref for Blocks {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Blocks::Owned(v) => v,
+            Blocks::Mapped(b) => b,
+        }
+    }
+}
+
+/// A `[rows, k]` matrix in Q8_0 blocks along `k` (`k` a multiple of [`BLOCK`]). Cheap to
+/// clone (the blocks are shared).
 #[derive(Clone)]
 pub struct Q8Matrix {
     rows: usize,
     k: usize,
-    /// `[rows, k]`.
-    qs: Vec<i8>,
-    /// `[rows, k / BLOCK]`.
-    scales: Vec<f32>,
+    /// `[rows, k / BLOCK]` blocks of [`BLOCK_BYTES`].
+    blocks: Blocks,
 }
 
 impl std::fmt::Debug for Q8Matrix {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Q8Matrix [{}, {}]", self.rows, self.k)
+        write!(
+            f,
+            "Q8Matrix [{}, {}]{}",
+            self.rows,
+            self.k,
+            if self.is_mapped() { " (mapped)" } else { "" }
+        )
     }
 }
 
-/// `len` zeroed bytes for a matrix's int8 values, in transparent huge pages where Linux
-/// gives them (`MADV_HUGEPAGE` before the first write): the decode kernel streams the
-/// matrix, and 2 MiB pages let the hardware prefetchers run on (4 KiB pages stop them at
-/// every page boundary) and spare the TLB. Only a hint: elsewhere, or when refused, these are
-/// ordinary pages.
-pub(crate) fn huge_zeroed(len: usize) -> Vec<i8> {
+/// `len` zeroed bytes for a matrix's blocks, in transparent huge pages where Linux gives
+/// them (`MADV_HUGEPAGE` before the first write): the decode kernel streams the matrix, and
+/// 2 MiB pages let the hardware prefetchers run on (4 KiB pages stop them at every page
+/// boundary) and spare the TLB. Only a hint: elsewhere, or when refused, these are ordinary
+/// pages.
+pub(crate) fn huge_zeroed(len: usize) -> Vec<u8> {
     // calloc-style: a large zeroed allocation is fresh, untouched memory, so the advice
     // applies to the page faults of the writes that follow.
-    let v = vec![0i8; len];
-    crate::model::advise(bytemuck::cast_slice(&v), crate::model::Advice::HugePage);
+    let v = vec![0u8; len];
+    crate::model::advise(&v, crate::model::Advice::HugePage);
     v
 }
 
-fn quantize_block(w: &[f32], q: &mut [i8]) -> f32 {
+/// Quantizes 32 weights into one block: `d` rounded to f16 as GGML stores it (the `q` are
+/// computed with the f32 `d`, as GGML's `quantize_row_q8_0` does).
+fn quantize_block(w: &[f32], out: &mut [u8]) {
+    let mut q = [0i8; BLOCK];
+    let d = quantize_values(w, &mut q);
+    out[..2].copy_from_slice(&f16::from_f32(d).to_le_bytes());
+    for (o, q) in out[2..].iter_mut().zip(q) {
+        *o = q as u8;
+    }
+}
+
+/// `q = round(w / d)` for `d = max|w| / 127`; returns `d`.
+fn quantize_values(w: &[f32], q: &mut [i8]) -> f32 {
     let amax = w.iter().fold(0f32, |m, v| m.max(v.abs()));
     let d = amax / 127.0;
     let inv = if d > 0.0 { 1.0 / d } else { 0.0 };
@@ -61,6 +107,12 @@ fn quantize_block(w: &[f32], q: &mut [i8]) -> f32 {
     d
 }
 
+/// A block's scale.
+#[inline]
+fn scale(block: &[u8]) -> f32 {
+    f16::from_le_bytes([block[0], block[1]]).to_f32()
+}
+
 impl Q8Matrix {
     /// Quantizes `w` `[rows, k]` (row-major).
     ///
@@ -71,22 +123,17 @@ impl Q8Matrix {
             k.is_multiple_of(BLOCK) && w.len() == rows * k,
             "bad Q8_0 shape"
         );
-        let mut qs = huge_zeroed(rows * k);
-        let mut scales = vec![0f32; rows * k / BLOCK];
-        qs.par_chunks_mut(k)
-            .zip(scales.par_chunks_mut(k / BLOCK))
-            .zip(w.par_chunks(k))
-            .for_each(|((q, s), w)| {
-                for ((q, s), w) in q.chunks_mut(BLOCK).zip(s.iter_mut()).zip(w.chunks(BLOCK)) {
-                    *s = quantize_block(w, q);
+        let row_bytes = k / BLOCK * BLOCK_BYTES;
+        let mut blocks = huge_zeroed(rows * row_bytes);
+        blocks
+            .par_chunks_mut(row_bytes.max(1))
+            .zip(w.par_chunks(k.max(1)))
+            .for_each(|(b, w)| {
+                for (b, w) in b.chunks_mut(BLOCK_BYTES).zip(w.chunks(BLOCK)) {
+                    quantize_block(w, b);
                 }
             });
-        Self {
-            rows,
-            k,
-            qs,
-            scales,
-        }
+        Self::owned(rows, k, blocks)
     }
 
     /// Quantizes `wᵀ` for `w` `[k, n]` (row-major, as `Conv1D` stores it): the result is
@@ -99,85 +146,108 @@ impl Q8Matrix {
             k.is_multiple_of(BLOCK) && w.len() == k * n,
             "bad Q8_0 shape"
         );
-        let mut qs = huge_zeroed(n * k);
-        let mut scales = vec![0f32; n * k / BLOCK];
+        let row_bytes = k / BLOCK * BLOCK_BYTES;
+        let mut blocks = huge_zeroed(n * row_bytes);
         // 16 output rows at a time: read w[i, o0..o0+16] (contiguous) for every i.
         const T: usize = 16;
-        qs.par_chunks_mut(T * k)
-            .zip(scales.par_chunks_mut(T * k / BLOCK))
+        blocks
+            .par_chunks_mut((T * row_bytes).max(1))
             .enumerate()
-            .for_each(|(t, (q, s))| {
+            .for_each(|(t, b)| {
                 let o0 = t * T;
-                let nt = q.len() / k;
+                let nt = b.len() / row_bytes;
                 let mut rows = vec![0f32; nt * k];
                 for i in 0..k {
                     for (j, &v) in w[i * n + o0..i * n + o0 + nt].iter().enumerate() {
                         rows[j * k + i] = v;
                     }
                 }
-                for ((q, s), w) in q
-                    .chunks_mut(BLOCK)
-                    .zip(s.iter_mut())
-                    .zip(rows.chunks(BLOCK))
-                {
-                    *s = quantize_block(w, q);
+                for (b, w) in b.chunks_mut(BLOCK_BYTES).zip(rows.chunks(BLOCK)) {
+                    quantize_block(w, b);
                 }
             });
+        Self::owned(n, k, blocks)
+    }
+
+    fn owned(rows: usize, k: usize, blocks: Vec<u8>) -> Self {
         Self {
-            rows: n,
+            rows,
             k,
-            qs,
-            scales,
+            blocks: Blocks::Owned(std::sync::Arc::new(blocks)),
         }
     }
 
-    /// A matrix from its parts: `qs` `[rows, k]` int8 values and `scales` `[rows, k / 32]`,
-    /// so that weight `(r, c)` is `scales[r·k/32 + c/32] · qs[r·k + c]`. `None` when `k` is
-    /// not a multiple of [`BLOCK`] or the lengths do not match `rows` and `k`.
+    /// A matrix of `rows` rows of `k` weights from its GGML `block_q8_0` bytes (`rows · k /
+    /// 32` blocks of [`BLOCK_BYTES`], row after row). `None` when `k` is not a multiple of
+    /// [`BLOCK`] or the length does not match.
     ///
     /// ```
     /// use gpt2_model::q8::Q8Matrix;
-    /// let q = Q8Matrix::from_parts(1, 32, vec![2; 32], vec![0.5]).unwrap();
+    /// // One block: scale 0.5 (f16 0x3800), then 32 × 2.
+    /// let mut block = vec![0x00, 0x38];
+    /// block.extend([2u8; 32]);
+    /// let q = Q8Matrix::from_blocks(1, 32, block).unwrap();
     /// assert_eq!(q.dequantize(), vec![1.0; 32]);
-    /// assert!(Q8Matrix::from_parts(1, 30, vec![2; 30], vec![0.5]).is_none());
+    /// assert!(Q8Matrix::from_blocks(1, 30, vec![0; 34]).is_none());
     /// ```
-    pub fn from_parts(rows: usize, k: usize, qs: Vec<i8>, scales: Vec<f32>) -> Option<Self> {
-        let ok = k.is_multiple_of(BLOCK)
-            && rows.checked_mul(k) == Some(qs.len())
-            && scales.len() == qs.len() / BLOCK;
-        ok.then_some(Self {
+    pub fn from_blocks(rows: usize, k: usize, blocks: Vec<u8>) -> Option<Self> {
+        Self::blocks_fit(rows, k, blocks.len()).then(|| Self::owned(rows, k, blocks))
+    }
+
+    /// Like [`from_blocks`](Self::from_blocks), for blocks that stay in a mapped file
+    /// (a GGUF model's tensor data): the products read them in place.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use gpt2_model::q8::Q8Matrix;
+    /// let dir = tempfile::tempdir()?;
+    /// let path = dir.path().join("blocks");
+    /// let mut block = vec![0x00, 0x38]; // scale 0.5
+    /// block.extend([2u8; 32]);
+    /// std::fs::write(&path, &block)?;
+    /// let bytes = gpt2_weights::SharedBytes::map_file(&path)?;
+    /// let q = Q8Matrix::from_mapped(1, 32, bytes).unwrap();
+    /// assert!(q.is_mapped());
+    /// assert_eq!(q.dequantize(), vec![1.0; 32]);
+    /// # Ok(()) }
+    /// ```
+    pub fn from_mapped(rows: usize, k: usize, bytes: SharedBytes) -> Option<Self> {
+        Self::blocks_fit(rows, k, bytes.len()).then(|| Self {
             rows,
             k,
-            qs,
-            scales,
+            blocks: Blocks::Mapped(bytes),
         })
     }
 
-    /// This matrix with every block scale rounded to the nearest f16 (ties to even), as
-    /// GGML's `block_q8_0` stores it; the int8 values are kept. A model read from a GGUF file
-    /// holds exactly these numbers (see [`crate::gguf`]).
+    fn blocks_fit(rows: usize, k: usize, len: usize) -> bool {
+        k.is_multiple_of(BLOCK)
+            && rows
+                .checked_mul(k / BLOCK)
+                .and_then(|n| n.checked_mul(BLOCK_BYTES))
+                == Some(len)
+    }
+
+    /// The GGML `block_q8_0` bytes, `[rows, k / 32]` blocks of [`BLOCK_BYTES`].
+    pub fn blocks(&self) -> &[u8] {
+        &self.blocks
+    }
+
+    /// Whether the blocks are read in place from a mapped file.
+    pub fn is_mapped(&self) -> bool {
+        matches!(self.blocks, Blocks::Mapped(_))
+    }
+
+    /// The block scales as f32, `[rows, k / 32]` row-major.
     ///
     /// ```
     /// use gpt2_model::q8::Q8Matrix;
     /// let w: Vec<f32> = (0..32).map(|i| i as f32 / 10.0).collect();
-    /// let q = Q8Matrix::from_rows(&w, 1, 32).with_f16_scales();
-    /// assert_eq!(q.scales()[0], half::f16::from_f32(3.1 / 127.0).to_f32());
+    /// let q = Q8Matrix::from_rows(&w, 1, 32);
+    /// // max|w| / 127, rounded to f16 as GGML stores it.
+    /// assert_eq!(q.scales(), vec![half::f16::from_f32(3.1 / 127.0).to_f32()]);
     /// ```
-    pub fn with_f16_scales(mut self) -> Self {
-        for s in &mut self.scales {
-            *s = half::f16::from_f32(*s).to_f32();
-        }
-        self
-    }
-
-    /// The int8 values, `[rows, k]` row-major.
-    pub fn qs(&self) -> &[i8] {
-        &self.qs
-    }
-
-    /// The block scales, `[rows, k / 32]` row-major.
-    pub fn scales(&self) -> &[f32] {
-        &self.scales
+    pub fn scales(&self) -> Vec<f32> {
+        self.blocks.chunks_exact(BLOCK_BYTES).map(scale).collect()
     }
 
     /// Rows.
@@ -190,13 +260,18 @@ impl Q8Matrix {
         self.k
     }
 
+    fn row_bytes(&self) -> usize {
+        self.k / BLOCK * BLOCK_BYTES
+    }
+
     /// Row `r` as f32 (`d · q`).
     pub fn row_f32(&self, r: usize, out: &mut [f32]) {
-        let q = &self.qs[r * self.k..(r + 1) * self.k];
-        let s = &self.scales[r * self.k / BLOCK..(r + 1) * self.k / BLOCK];
-        for ((o, q), &d) in out.chunks_mut(BLOCK).zip(q.chunks(BLOCK)).zip(s) {
-            for (o, &q) in o.iter_mut().zip(q) {
-                *o = d * q as f32;
+        let rb = self.row_bytes();
+        let row = &self.blocks[r * rb..(r + 1) * rb];
+        for (o, b) in out.chunks_mut(BLOCK).zip(row.chunks_exact(BLOCK_BYTES)) {
+            let d = scale(b);
+            for (o, &q) in o.iter_mut().zip(&b[2..]) {
+                *o = d * q as i8 as f32;
             }
         }
     }
@@ -204,7 +279,7 @@ impl Q8Matrix {
     /// The whole matrix as f32 `[rows, k]`.
     pub fn dequantize(&self) -> Vec<f32> {
         let mut out = vec![0f32; self.rows * self.k];
-        out.par_chunks_mut(self.k)
+        out.par_chunks_mut(self.k.max(1))
             .enumerate()
             .for_each(|(r, o)| self.row_f32(r, o));
         out
@@ -219,18 +294,21 @@ impl Q8Matrix {
         let k = self.k;
         assert_eq!(x.len(), m * k, "x is not [m, k]");
         let nb = k / BLOCK;
+        let rb = self.row_bytes();
         let mut out = vec![0f32; m * self.rows];
-        // The activations in Q8_0 blocks too (as llama.cpp does): the products are then 8-bit
-        // integer multiply-adds, ~2.5x fewer instructions than widening the weights to f32.
-        // Their absolute values are taken once here, not once per row of the matrix.
+        // The activations in blocks of 32 too (as llama.cpp does, with f32 scales here): the
+        // products are then 8-bit integer multiply-adds, ~2.5x fewer instructions than
+        // widening the weights to f32. Their absolute values are taken once here, not once
+        // per row of the matrix.
         let mut xq = vec![0i8; m * k];
         let mut xd = vec![0f32; m * nb];
         for ((q, d), x) in xq.chunks_mut(BLOCK).zip(xd.iter_mut()).zip(x.chunks(BLOCK)) {
-            *d = quantize_block(x, q);
+            *d = quantize_values(x, q);
         }
         // |q| ≤ 127, so `unsigned_abs` fits an i8 (the kernels read it as u8).
         let ax: Vec<i8> = xq.iter().map(|q| q.unsigned_abs() as i8).collect();
         let dot = dot_kernel();
+        let blocks: &[u8] = &self.blocks;
         const CH: usize = 64;
         let parts: Vec<(usize, Vec<f32>)> = (0..self.rows.div_ceil(CH))
             .into_par_iter()
@@ -243,12 +321,10 @@ impl Q8Matrix {
                 let quarter = len.div_ceil(4);
                 for j in 0..quarter {
                     let rows: [usize; 4] = std::array::from_fn(|p| (p * quarter + j).min(len - 1));
-                    let q: [&[i8]; 4] = rows.map(|jj| &self.qs[(r0 + jj) * k..(r0 + jj + 1) * k]);
-                    let sc: [&[f32]; 4] =
-                        rows.map(|jj| &self.scales[(r0 + jj) * nb..(r0 + jj + 1) * nb]);
+                    let q: [&[u8]; 4] = rows.map(|jj| &blocks[(r0 + jj) * rb..(r0 + jj + 1) * rb]);
                     for i in 0..m {
                         let (xq, ax) = (&xq[i * k..(i + 1) * k], &ax[i * k..(i + 1) * k]);
-                        let y = dot(xq, ax, &xd[i * nb..(i + 1) * nb], q, sc);
+                        let y = dot(xq, ax, &xd[i * nb..(i + 1) * nb], q);
                         // Rows past the end were clamped to the last one: same value.
                         for (p, &jj) in rows.iter().enumerate() {
                             acc[i * len + jj] = y[p];
@@ -269,9 +345,10 @@ impl Q8Matrix {
     }
 }
 
-/// Four dot products of Q8_0 rows with one activation row: `(xq, |xq|, xd, q, s)` →
-/// `[Σ_b xd[b] · s[r][b] · Σ_{t<32} xq[32b+t] · q[r][32b+t] for r in 0..4]`.
-type DotFn = fn(&[i8], &[i8], &[f32], [&[i8]; 4], [&[f32]; 4]) -> [f32; 4];
+/// Four dot products of Q8_0 rows with one activation row: `(xq, |xq|, xd, rows)` →
+/// `[Σ_b xd[b] · d_r[b] · Σ_{t<32} xq[32b+t] · q_r[32b+t] for r in 0..4]`, each row given as
+/// its `block_q8_0` bytes.
+type DotFn = fn(&[i8], &[i8], &[f32], [&[u8]; 4]) -> [f32; 4];
 
 /// The fastest dot kernel this CPU runs (detected at run time): AVX-VNNI or AVX-512 VNNI
 /// (`vpdpbusd`, one instruction for 32 products and their sums in fours), AVX2
@@ -290,12 +367,16 @@ fn dot_kernel() -> DotFn {
     })
 }
 
-fn dot_q8_portable(xq: &[i8], _ax: &[i8], xd: &[f32], q: [&[i8]; 4], s: [&[f32]; 4]) -> [f32; 4] {
+fn dot_q8_portable(xq: &[i8], _ax: &[i8], xd: &[f32], q: [&[u8]; 4]) -> [f32; 4] {
     std::array::from_fn(|r| {
         let mut t = 0f32;
-        for (((xq, &xd), q), &d) in xq.chunks(BLOCK).zip(xd).zip(q[r].chunks(BLOCK)).zip(s[r]) {
-            let b: i32 = xq.iter().zip(q).map(|(&a, &b)| a as i32 * b as i32).sum();
-            t += xd * d * b as f32;
+        for ((xq, &xd), b) in xq.chunks(BLOCK).zip(xd).zip(q[r].chunks_exact(BLOCK_BYTES)) {
+            let s: i32 = xq
+                .iter()
+                .zip(&b[2..])
+                .map(|(&a, &w)| a as i32 * w as i8 as i32)
+                .sum();
+            t += xd * scale(b) * s as f32;
         }
         t
     })
@@ -303,12 +384,12 @@ fn dot_q8_portable(xq: &[i8], _ax: &[i8], xd: &[f32], q: [&[i8]; 4], s: [&[f32];
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
+    use super::{BLOCK, BLOCK_BYTES};
     use std::arch::x86_64::*;
 
-    type Rows<'a> = [&'a [i8]; 4];
-    type Scales<'a> = [&'a [f32]; 4];
+    type Rows<'a> = [&'a [u8]; 4];
 
-    /// The best kernel for this CPU, `None` without AVX2 + FMA.
+    /// The best kernel for this CPU, `None` without AVX2, FMA and F16C.
     pub fn best() -> Option<super::DotFn> {
         all().pop().map(|(_, f)| f)
     }
@@ -316,22 +397,23 @@ mod x86 {
     /// Every kernel this CPU has, slowest first.
     pub fn all() -> Vec<(&'static str, super::DotFn)> {
         let mut v: Vec<(&'static str, super::DotFn)> = Vec::new();
-        if !(is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")) {
+        if !(is_x86_feature_detected!("avx2")
+            && is_x86_feature_detected!("fma")
+            && is_x86_feature_detected!("f16c"))
+        {
             return v;
         }
         // SAFETY (each closure): the features the kernel is compiled for were just detected,
         // and the kernels check the slice lengths before reading.
-        v.push(("avx2", |xq, ax, xd, q, s| unsafe {
-            dot_avx2(xq, ax, xd, q, s)
-        }));
+        v.push(("avx2", |xq, ax, xd, q| unsafe { dot_avx2(xq, ax, xd, q) }));
         if is_x86_feature_detected!("avx512vnni") && is_x86_feature_detected!("avx512vl") {
-            v.push(("avx512vnni", |xq, ax, xd, q, s| unsafe {
-                dot_avx512vnni(xq, ax, xd, q, s)
+            v.push(("avx512vnni", |xq, ax, xd, q| unsafe {
+                dot_avx512vnni(xq, ax, xd, q)
             }));
         }
         if is_x86_feature_detected!("avxvnni") {
-            v.push(("avxvnni", |xq, ax, xd, q, s| unsafe {
-                dot_avxvnni(xq, ax, xd, q, s)
+            v.push(("avxvnni", |xq, ax, xd, q| unsafe {
+                dot_avxvnni(xq, ax, xd, q)
             }));
         }
         v
@@ -342,27 +424,29 @@ mod x86 {
     macro_rules! dot4 {
         ($name:ident, $feat:literal, $sum:expr) => {
             #[target_feature(enable = $feat)]
-            pub unsafe fn $name(
-                xq: &[i8],
-                ax: &[i8],
-                xd: &[f32],
-                q: Rows<'_>,
-                s: Scales<'_>,
-            ) -> [f32; 4] {
+            pub unsafe fn $name(xq: &[i8], ax: &[i8], xd: &[f32], q: Rows<'_>) -> [f32; 4] {
                 let nb = xd.len();
-                assert!(xq.len() >= nb * 32 && ax.len() >= nb * 32);
-                assert!(q.iter().all(|q| q.len() >= nb * 32) && s.iter().all(|s| s.len() >= nb));
+                assert!(xq.len() >= nb * BLOCK && ax.len() >= nb * BLOCK);
+                assert!(q.iter().all(|q| q.len() >= nb * BLOCK_BYTES));
                 let mut acc = [_mm256_setzero_ps(); 4];
                 for b in 0..nb {
-                    let x = _mm256_loadu_si256(xq.as_ptr().add(b * 32) as *const __m256i);
-                    let a = _mm256_loadu_si256(ax.as_ptr().add(b * 32) as *const __m256i);
-                    let xdb = *xd.get_unchecked(b);
+                    let x = _mm256_loadu_si256(xq.as_ptr().add(b * BLOCK) as *const __m256i);
+                    let a = _mm256_loadu_si256(ax.as_ptr().add(b * BLOCK) as *const __m256i);
+                    // The four rows' f16 scales, widened at once and times x's scale.
+                    let p: [*const u8; 4] =
+                        std::array::from_fn(|r| q[r].as_ptr().add(b * BLOCK_BYTES));
+                    let h = p.map(|p| p.cast::<u16>().read_unaligned() as i16);
+                    let d = _mm_mul_ps(
+                        _mm_cvtph_ps(_mm_setr_epi16(h[0], h[1], h[2], h[3], 0, 0, 0, 0)),
+                        _mm_set1_ps(*xd.get_unchecked(b)),
+                    );
+                    let d: [f32; 4] = std::mem::transmute(d);
                     for r in 0..4 {
-                        let w = _mm256_loadu_si256(q[r].as_ptr().add(b * 32) as *const __m256i);
+                        let w = _mm256_loadu_si256(p[r].add(2) as *const __m256i);
                         // x·w = |x| · (w·sign(x)); |x|, |w| ≤ 127.
-                        let p = $sum(a, _mm256_sign_epi8(w, x));
-                        let d = _mm256_set1_ps(xdb * *s[r].get_unchecked(b));
-                        acc[r] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc[r]);
+                        let s = $sum(a, _mm256_sign_epi8(w, x));
+                        acc[r] =
+                            _mm256_fmadd_ps(_mm256_set1_ps(d[r]), _mm256_cvtepi32_ps(s), acc[r]);
                     }
                 }
                 // Horizontal sums of the four accumulators at once.
@@ -377,16 +461,18 @@ mod x86 {
         };
     }
 
-    dot4!(dot_avx2, "avx2,fma", |a, sw| _mm256_madd_epi16(
+    dot4!(dot_avx2, "avx2,fma,f16c", |a, sw| _mm256_madd_epi16(
         _mm256_maddubs_epi16(a, sw),
         _mm256_set1_epi16(1)
     ));
-    dot4!(dot_avxvnni, "avx2,fma,avxvnni", |a, sw| {
+    dot4!(dot_avxvnni, "avx2,fma,f16c,avxvnni", |a, sw| {
         _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), a, sw)
     });
-    dot4!(dot_avx512vnni, "avx2,fma,avx512vnni,avx512vl", |a, sw| {
-        _mm256_dpbusd_epi32(_mm256_setzero_si256(), a, sw)
-    });
+    dot4!(
+        dot_avx512vnni,
+        "avx2,fma,f16c,avx512vnni,avx512vl",
+        |a, sw| { _mm256_dpbusd_epi32(_mm256_setzero_si256(), a, sw) }
+    );
 }
 
 #[cfg(test)]
@@ -394,24 +480,60 @@ mod tests {
     use super::*;
     use crate::test_values::values;
 
+    /// `x` rounded to blocks of 32 with f32 scales, as `matmul_t` rounds activations:
+    /// `(q, |q|, d, d·q)`.
+    fn round_activations(x: &[f32]) -> (Vec<i8>, Vec<i8>, Vec<f32>, Vec<f32>) {
+        let mut q = vec![0i8; x.len()];
+        let d: Vec<f32> = q
+            .chunks_mut(BLOCK)
+            .zip(x.chunks(BLOCK))
+            .map(|(q, x)| quantize_values(x, q))
+            .collect();
+        let back = q
+            .iter()
+            .enumerate()
+            .map(|(i, &q)| d[i / BLOCK] * q as f32)
+            .collect();
+        let ax = q.iter().map(|v| v.unsigned_abs() as i8).collect();
+        (q, ax, d, back)
+    }
+
     #[test]
-    fn quantization_error_is_within_half_a_step() {
+    fn quantization_error_is_within_half_a_step_and_the_f16_scale_rounding() {
         let (rows, k) = (5, 96);
         let w = values(rows * k, 1);
         let q = Q8Matrix::from_rows(&w, rows, k);
+        assert_eq!(q.blocks().len(), rows * k / BLOCK * BLOCK_BYTES);
         let back = q.dequantize();
         for (b, (w, d)) in w.chunks(BLOCK).zip(back.chunks(BLOCK)).enumerate() {
             let amax = w.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let step = amax / 127.0;
+            // Half a step, plus up to 127 times the f16 rounding of the step (2⁻¹¹ relative).
+            let bound = step * (0.5 + 127.0 / 2048.0) + 1e-6;
             for (a, c) in w.iter().zip(d) {
-                assert!(
-                    (a - c).abs() <= amax / 127.0 / 2.0 + 1e-6,
-                    "block {b}: {a} vs {c}"
-                );
+                assert!((a - c).abs() <= bound, "block {b}: {a} vs {c}");
             }
         }
         // An all-zero block stays zero.
         let z = Q8Matrix::from_rows(&[0.0; 32], 1, 32);
         assert_eq!(z.dequantize(), vec![0.0; 32]);
+        assert_eq!(z.blocks(), &[0u8; 34][..]);
+    }
+
+    #[test]
+    fn blocks_are_ggml_block_q8_0() {
+        // 32 weights −1.27 … 1.27 around 0: d = 0.01, q = −127 … 127 step 8ish.
+        let w: Vec<f32> = (0..32).map(|i| (i as f32 - 15.5) / 15.5 * 1.27).collect();
+        let q = Q8Matrix::from_rows(&w, 1, 32);
+        let b = q.blocks();
+        assert_eq!(b.len(), 34);
+        assert_eq!(&b[..2], &f16::from_f32(0.01).to_le_bytes());
+        assert_eq!(b[2] as i8, -127);
+        assert_eq!(b[33] as i8, 127);
+        // The same bytes give the same matrix back.
+        let again = Q8Matrix::from_blocks(1, 32, b.to_vec()).expect("fits");
+        assert_eq!(again.dequantize(), q.dequantize());
+        assert!(Q8Matrix::from_blocks(2, 32, b.to_vec()).is_none());
     }
 
     #[test]
@@ -426,8 +548,8 @@ mod tests {
         }
         let a = Q8Matrix::from_transposed(&w, k, n);
         let b = Q8Matrix::from_rows(&wt, n, k);
-        assert_eq!(a.qs, b.qs);
-        assert_eq!(a.scales, b.scales);
+        assert_eq!((a.rows(), a.k()), (n, k));
+        assert_eq!(a.blocks(), b.blocks());
     }
 
     #[test]
@@ -437,8 +559,8 @@ mod tests {
         let deq = q.dequantize();
         for m in [1, 3] {
             let x = values(m * k, 4 + m as u32);
-            // The kernel rounds x to Q8_0 blocks too: compare with both operands rounded.
-            let xr = Q8Matrix::from_rows(&x, m, k).dequantize();
+            // The kernel rounds x to blocks too: compare with both operands rounded.
+            let (_, _, _, xr) = round_activations(&x);
             let y = q.matmul_t(&x, m);
             for i in 0..m {
                 for r in 0..rows {
@@ -462,18 +584,18 @@ mod tests {
                     assert!(err <= bound + 1e-3, "{i} {r}: {err} > {bound}");
                 }
             }
-            let xq = Q8Matrix::from_rows(&x[..k], 1, k);
-            let ax: Vec<i8> = xq.qs.iter().map(|v| v.unsigned_abs() as i8).collect();
+            // Every kernel this CPU has gives the portable loop's numbers.
+            let (xq, ax, xd, _) = round_activations(&x[..k]);
+            let rb = k / BLOCK * BLOCK_BYTES;
             let rows: [usize; 4] = [0, 7, 129, 3];
-            let wq = rows.map(|r| &q.qs[r * k..(r + 1) * k]);
-            let ws = rows.map(|r| &q.scales[r * k / BLOCK..(r + 1) * k / BLOCK]);
-            let p = dot_q8_portable(&xq.qs, &ax, &xq.scales, wq, ws);
+            let wq = rows.map(|r| &q.blocks()[r * rb..(r + 1) * rb]);
+            let p = dot_q8_portable(&xq, &ax, &xd, wq);
             for (r, p) in rows.iter().zip(p) {
                 assert!((p - y[*r]).abs() < 1e-4);
             }
             #[cfg(target_arch = "x86_64")]
             for (name, dot) in x86::all() {
-                let d = dot(&xq.qs, &ax, &xq.scales, wq, ws);
+                let d = dot(&xq, &ax, &xd, wq);
                 for (p, d) in p.iter().zip(d) {
                     assert!((p - d).abs() < 1e-4, "{name}: {d} vs {p}");
                 }

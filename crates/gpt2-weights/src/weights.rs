@@ -60,6 +60,49 @@ impl SharedBytes {
     pub fn is_mapped(&self) -> bool {
         matches!(*self.backing, Backing::Mmap(_))
     }
+
+    /// A whole file, memory-mapped read-only (with the same transparent-huge-page advice as
+    /// the weight files): for a format this crate does not parse (e.g. a GGUF model) whose
+    /// reader wants its tensors in place, through [`slice`](Self::slice).
+    ///
+    /// The file must not be truncated or rewritten in place while the bytes live (replacing
+    /// it by a rename is fine): see [`Weights`].
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use gpt2_weights::SharedBytes;
+    /// let dir = tempfile::tempdir()?;
+    /// let path = dir.path().join("data");
+    /// std::fs::write(&path, b"header|payload")?;
+    /// let file = SharedBytes::map_file(&path)?;
+    /// assert!(file.is_mapped());
+    /// assert_eq!(&*file.slice(7, 7).expect("in range"), b"payload");
+    /// assert!(file.slice(7, 8).is_none());
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`WeightsError::Io`] when the file cannot be opened or mapped.
+    pub fn map_file(path: &Path) -> Result<SharedBytes, WeightsError> {
+        let data = DataFile::map(path)?;
+        let len = data.bytes.len();
+        Ok(SharedBytes {
+            backing: data.bytes,
+            start: 0,
+            len,
+        })
+    }
+
+    /// The `len` bytes at `start` of these bytes, sharing the same map; `None` when out of
+    /// range.
+    pub fn slice(&self, start: usize, len: usize) -> Option<SharedBytes> {
+        let end = start.checked_add(len)?;
+        (end <= self.len).then(|| SharedBytes {
+            backing: self.backing.clone(),
+            start: self.start + start,
+            len,
+        })
+    }
 }
 
 impl Deref for SharedBytes {
