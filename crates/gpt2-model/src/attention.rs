@@ -11,7 +11,6 @@
 //! padding) and −∞ elsewhere.
 
 use candle_core::{CpuStorage, DType, Device, Storage, Tensor};
-use rayon::prelude::*;
 
 use crate::gemv::Weight;
 
@@ -201,11 +200,12 @@ pub fn attend_one_query(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Option<Ten
         }
     };
     let mut out = vec![0f32; b * h * d];
-    // Small problems on this thread: a fork costs more than it saves.
-    if b * h * l * d < 1 << 20 {
+    // Heads in parallel on the decode team (see `crate::team`), except tiny problems, for
+    // which a fork costs more than it saves.
+    if b * h * l * d < 1 << 14 {
         out.chunks_mut(d).enumerate().for_each(head);
     } else {
-        out.par_chunks_mut(d).enumerate().for_each(head);
+        crate::team::for_each_chunk_mut(&mut out, d, |i, y| head((i, y)));
     }
     drop((ks, vs));
     Ok(Some(Tensor::from_vec(out, (b, h * d), q.device())?))

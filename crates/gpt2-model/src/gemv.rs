@@ -17,7 +17,6 @@
 
 use candle_core::{CpuStorage, DType, Storage, Tensor};
 use half::f16;
-use rayon::prelude::*;
 
 use crate::error::Result;
 use crate::matrix::Slice;
@@ -224,6 +223,36 @@ fn blocks(n: usize) -> usize {
     block.max(16)
 }
 
+/// An `[m, n]` f32 product computed by column blocks of `block` columns, one parallel task
+/// each (on the decode team, see `crate::team`): `fill(c0, acc)` writes the block starting
+/// at column `c0` into `acc`, `[m, len]` row-major. One row is written in place; several are
+/// computed block-major and then scattered.
+pub(crate) fn by_column_blocks(
+    m: usize,
+    n: usize,
+    block: usize,
+    fill: impl Fn(usize, &mut [f32]) + Sync,
+) -> Vec<f32> {
+    let mut out = vec![0f32; m * n];
+    if out.is_empty() {
+        return out;
+    }
+    let block = block.max(1);
+    if m == 1 {
+        crate::team::for_each_chunk_mut(&mut out, block, |b, acc| fill(b * block, acc));
+        return out;
+    }
+    let mut scratch = vec![0f32; m * n];
+    crate::team::for_each_chunk_mut(&mut scratch, block * m, |b, acc| fill(b * block, acc));
+    for (b, acc) in scratch.chunks(block * m).enumerate() {
+        let (c0, len) = (b * block, acc.len() / m);
+        for r in 0..m {
+            out[r * n + c0..r * n + c0 + len].copy_from_slice(&acc[r * len..(r + 1) * len]);
+        }
+    }
+    out
+}
+
 /// `x` `[m, k]` (row-major) · `w` `[k, n]` (row-major) → `[m, n]` row-major f32.
 ///
 /// # Panics
@@ -234,37 +263,22 @@ pub fn x_w<W: Weight>(x: &[f32], m: usize, k: usize, w: &[W], n: usize) -> Vec<f
     if m == 1 {
         return x_w_one_row(x, k, w, n);
     }
-    let block = blocks(n);
-    let parts: Vec<(usize, Vec<f32>)> = (0..n.div_ceil(block))
-        .into_par_iter()
-        .map(|b| {
-            let c0 = b * block;
-            let len = block.min(n - c0);
-            let mut acc = vec![0f32; m * len];
-            let mut i = 0;
-            while i < k {
-                let t = (k - i).min(4);
-                let rows: [&[W]; 4] = std::array::from_fn(|d| {
-                    let r = i + d.min(t - 1);
-                    &w[r * n + c0..r * n + c0 + len]
-                });
-                for r in 0..m {
-                    let a = &x[r * k + i..r * k + i + t];
-                    W::axpy(&mut acc[r * len..(r + 1) * len], a, &rows[..t]);
-                }
-                i += t;
+    by_column_blocks(m, n, blocks(n), |c0, acc| {
+        let len = acc.len() / m;
+        let mut i = 0;
+        while i < k {
+            let t = (k - i).min(4);
+            let rows: [&[W]; 4] = std::array::from_fn(|d| {
+                let r = i + d.min(t - 1);
+                &w[r * n + c0..r * n + c0 + len]
+            });
+            for r in 0..m {
+                let a = &x[r * k + i..r * k + i + t];
+                W::axpy(&mut acc[r * len..(r + 1) * len], a, &rows[..t]);
             }
-            (c0, acc)
-        })
-        .collect();
-    let mut out = vec![0f32; m * n];
-    for (c0, acc) in parts {
-        let len = acc.len() / m.max(1);
-        for r in 0..m {
-            out[r * n + c0..r * n + c0 + len].copy_from_slice(&acc[r * len..(r + 1) * len]);
+            i += t;
         }
-    }
-    out
+    })
 }
 
 /// [`x_w`] for one row: each thread takes a band of whole rows of `w` (one contiguous
@@ -272,10 +286,11 @@ pub fn x_w<W: Weight>(x: &[f32], m: usize, k: usize, w: &[W], n: usize) -> Vec<f
 /// short segments: ~10% more bandwidth for f16 here) and the bands' partial sums are added.
 fn x_w_one_row<W: Weight>(x: &[f32], k: usize, w: &[W], n: usize) -> Vec<f32> {
     let threads = rayon::current_num_threads().max(1);
-    let band = k.div_ceil(threads).div_ceil(4) * 4;
-    let partial = |i0: usize| {
-        let i1 = (i0 + band).min(k);
-        let mut acc = vec![0f32; n];
+    let band = (k.div_ceil(threads).div_ceil(4) * 4).max(4);
+    // One partial sum per band, `[bands, n]`.
+    let mut partial = vec![0f32; k.div_ceil(band) * n];
+    crate::team::for_each_chunk_mut(&mut partial, n, |b, acc| {
+        let (i0, i1) = (b * band, ((b + 1) * band).min(k));
         let mut i = i0;
         while i < i1 {
             let t = (i1 - i).min(4);
@@ -283,23 +298,18 @@ fn x_w_one_row<W: Weight>(x: &[f32], k: usize, w: &[W], n: usize) -> Vec<f32> {
                 let r = i + d.min(t - 1);
                 &w[r * n..(r + 1) * n]
             });
-            W::axpy(&mut acc, &x[i..i + t], &rows[..t]);
+            W::axpy(acc, &x[i..i + t], &rows[..t]);
             i += t;
         }
-        acc
-    };
-    (0..k.div_ceil(band.max(1)))
-        .into_par_iter()
-        .map(|b| partial(b * band))
-        .reduce(
-            || vec![0f32; n],
-            |mut a, b| {
-                for (a, b) in a.iter_mut().zip(b) {
-                    *a += b;
-                }
-                a
-            },
-        )
+    });
+    let mut bands = partial.chunks(n.max(1));
+    let mut out = bands.next().map_or_else(|| vec![0f32; n], <[f32]>::to_vec);
+    for b in bands {
+        for (o, v) in out.iter_mut().zip(b) {
+            *o += v;
+        }
+    }
+    out
 }
 
 /// `x` `[m, k]` · `eᵀ` for `e` `[n, k]` (row-major) → `[m, n]` row-major f32.
@@ -309,50 +319,33 @@ fn x_w_one_row<W: Weight>(x: &[f32], k: usize, w: &[W], n: usize) -> Vec<f32> {
 pub fn x_et<W: Weight>(x: &[f32], m: usize, k: usize, e: &[W], n: usize) -> Vec<f32> {
     assert_eq!(x.len(), m * k, "x is not [m, k]");
     assert_eq!(e.len(), n * k, "e is not [n, k]");
-    let mut out = vec![0f32; m * n];
-    if m == 1 {
-        // Rows are visited round-robin over the four quarters of each chunk: four sequential
-        // streams in flight per thread instead of one (measured ~1.5x the bandwidth here).
-        const CHUNK: usize = 256;
-        out.par_chunks_mut(CHUNK).enumerate().for_each(|(b, ys)| {
-            let quarter = ys.len().div_ceil(4);
+    const CHUNK: usize = 256;
+    by_column_blocks(m, n, CHUNK, |v0, acc| {
+        let len = acc.len() / m;
+        if m == 1 {
+            // Rows are visited round-robin over the four quarters of each chunk: four
+            // sequential streams in flight per thread instead of one (measured ~1.5x the
+            // bandwidth here).
+            let quarter = len.div_ceil(4);
             for j in 0..quarter {
                 for part in 0..4 {
                     let jj = part * quarter + j;
-                    if jj < ys.len() {
-                        let v = b * CHUNK + jj;
-                        ys[jj] = W::dot(x, &e[v * k..(v + 1) * k]);
+                    if jj < len {
+                        let v = v0 + jj;
+                        acc[jj] = W::dot(x, &e[v * k..(v + 1) * k]);
                     }
                 }
             }
-        });
-        return out;
-    }
-    // Several rows: each thread computes whole columns for every row, transposed, then we
-    // scatter.
-    let block = 256;
-    let parts: Vec<(usize, Vec<f32>)> = (0..n.div_ceil(block))
-        .into_par_iter()
-        .map(|b| {
-            let v0 = b * block;
-            let len = block.min(n - v0);
-            let mut acc = vec![0f32; m * len];
-            for j in 0..len {
-                let row = &e[(v0 + j) * k..(v0 + j + 1) * k];
-                for r in 0..m {
-                    acc[r * len + j] = W::dot(&x[r * k..(r + 1) * k], row);
-                }
-            }
-            (v0, acc)
-        })
-        .collect();
-    for (v0, acc) in parts {
-        let len = acc.len() / m;
-        for r in 0..m {
-            out[r * n + v0..r * n + v0 + len].copy_from_slice(&acc[r * len..(r + 1) * len]);
+            return;
         }
-    }
-    out
+        // Several rows: each weight row once, for every activation row.
+        for j in 0..len {
+            let row = &e[(v0 + j) * k..(v0 + j + 1) * k];
+            for r in 0..m {
+                acc[r * len + j] = W::dot(&x[r * k..(r + 1) * k], row);
+            }
+        }
+    })
 }
 
 /// At most this many activation rows go through these kernels; more rows are a real gemm

@@ -67,6 +67,7 @@ pub mod matrix;
 pub mod mlp;
 pub mod model;
 pub mod q8;
+mod team;
 
 pub use config::{Config, ModelSize};
 pub use error::{ModelError, Result};

@@ -295,7 +295,9 @@ impl Q8Matrix {
         assert_eq!(x.len(), m * k, "x is not [m, k]");
         let nb = k / BLOCK;
         let rb = self.row_bytes();
-        let mut out = vec![0f32; m * self.rows];
+        if m == 0 || self.rows == 0 {
+            return vec![0f32; m * self.rows];
+        }
         // The activations in blocks of 32 too (as llama.cpp does, with f32 scales here): the
         // products are then 8-bit integer multiply-adds, ~2.5x fewer instructions than
         // widening the weights to f32. Their absolute values are taken once here, not once
@@ -309,39 +311,25 @@ impl Q8Matrix {
         let ax: Vec<i8> = xq.iter().map(|q| q.unsigned_abs() as i8).collect();
         let dot = dot_kernel();
         let blocks: &[u8] = &self.blocks;
-        const CH: usize = 64;
-        let parts: Vec<(usize, Vec<f32>)> = (0..self.rows.div_ceil(CH))
-            .into_par_iter()
-            .map(|c| {
-                let r0 = c * CH;
-                let len = CH.min(self.rows - r0);
-                let mut acc = vec![0f32; m * len];
-                // Four rows at a time, one from each quarter of the chunk: four weight streams
-                // in flight, and each activation block loaded once for the four.
-                let quarter = len.div_ceil(4);
-                for j in 0..quarter {
-                    let rows: [usize; 4] = std::array::from_fn(|p| (p * quarter + j).min(len - 1));
-                    let q: [&[u8]; 4] = rows.map(|jj| &blocks[(r0 + jj) * rb..(r0 + jj + 1) * rb]);
-                    for i in 0..m {
-                        let (xq, ax) = (&xq[i * k..(i + 1) * k], &ax[i * k..(i + 1) * k]);
-                        let y = dot(xq, ax, &xd[i * nb..(i + 1) * nb], q);
-                        // Rows past the end were clamped to the last one: same value.
-                        for (p, &jj) in rows.iter().enumerate() {
-                            acc[i * len + jj] = y[p];
-                        }
+        // Chunks of 64 rows, one task each: `acc` is `[m, len]` for rows `r0 .. r0 + len`.
+        crate::gemv::by_column_blocks(m, self.rows, 64, |r0, acc| {
+            let len = acc.len() / m;
+            // Four rows at a time, one from each quarter of the chunk: four weight streams in
+            // flight, and each activation block loaded once for the four.
+            let quarter = len.div_ceil(4);
+            for j in 0..quarter {
+                let rows: [usize; 4] = std::array::from_fn(|p| (p * quarter + j).min(len - 1));
+                let q: [&[u8]; 4] = rows.map(|jj| &blocks[(r0 + jj) * rb..(r0 + jj + 1) * rb]);
+                for i in 0..m {
+                    let (xq, ax) = (&xq[i * k..(i + 1) * k], &ax[i * k..(i + 1) * k]);
+                    let y = dot(xq, ax, &xd[i * nb..(i + 1) * nb], q);
+                    // Rows past the end were clamped to the last one: same value.
+                    for (p, &jj) in rows.iter().enumerate() {
+                        acc[i * len + jj] = y[p];
                     }
                 }
-                (r0, acc)
-            })
-            .collect();
-        let n = self.rows;
-        for (r0, acc) in parts {
-            let len = acc.len() / m.max(1);
-            for i in 0..m {
-                out[i * n + r0..i * n + r0 + len].copy_from_slice(&acc[i * len..(i + 1) * len]);
             }
-        }
-        out
+        })
     }
 }
 
