@@ -311,32 +311,25 @@ impl Q8Matrix {
         let ax: Vec<i8> = xq.iter().map(|q| q.unsigned_abs() as i8).collect();
         let dot = dot_kernel();
         let blocks: &[u8] = &self.blocks;
-        // Chunks of 64 rows, one task each: `acc` is `[m, len]` for rows `r0 .. r0 + len`.
+        // Chunks of 64 rows, one task each: `acc` is `[m, len]` for rows `r0 .. r0 + len`,
+        // one kernel call per activation row (the chunk's blocks stay in L2 for the next).
         crate::gemv::by_column_blocks(m, self.rows, 64, |r0, acc| {
             let len = acc.len() / m;
-            // Four rows at a time, one from each quarter of the chunk: four weight streams in
-            // flight, and each activation block loaded once for the four.
-            let quarter = len.div_ceil(4);
-            for j in 0..quarter {
-                let rows: [usize; 4] = std::array::from_fn(|p| (p * quarter + j).min(len - 1));
-                let q: [&[u8]; 4] = rows.map(|jj| &blocks[(r0 + jj) * rb..(r0 + jj + 1) * rb]);
-                for i in 0..m {
-                    let (xq, ax) = (&xq[i * k..(i + 1) * k], &ax[i * k..(i + 1) * k]);
-                    let y = dot(xq, ax, &xd[i * nb..(i + 1) * nb], q);
-                    // Rows past the end were clamped to the last one: same value.
-                    for (p, &jj) in rows.iter().enumerate() {
-                        acc[i * len + jj] = y[p];
-                    }
-                }
+            let rows = &blocks[r0 * rb..(r0 + len) * rb];
+            for (i, acc) in acc.chunks_mut(len).enumerate() {
+                let (xq, ax) = (&xq[i * k..(i + 1) * k], &ax[i * k..(i + 1) * k]);
+                dot(xq, ax, &xd[i * nb..(i + 1) * nb], rows, acc);
             }
         })
     }
 }
 
-/// Four dot products of Q8_0 rows with one activation row: `(xq, |xq|, xd, rows)` →
-/// `[Σ_b xd[b] · d_r[b] · Σ_{t<32} xq[32b+t] · q_r[32b+t] for r in 0..4]`, each row given as
-/// its `block_q8_0` bytes.
-type DotFn = fn(&[i8], &[i8], &[f32], [&[u8]; 4]) -> [f32; 4];
+/// The dot products of one activation row with `out.len()` Q8_0 rows:
+/// `(xq, |xq|, xd, rows, out)` → `out[j] = Σ_b xd[b] · d_j[b] · Σ_{t<32} xq[32b+t] · q_j[32b+t]`,
+/// where `rows` holds the rows' `block_q8_0` bytes one after the other. Kernels take four rows
+/// per pass, one from each quarter of `rows`: four weight streams in flight, and each
+/// activation block loaded once for the four.
+type DotFn = fn(&[i8], &[i8], &[f32], &[u8], &mut [f32]);
 
 /// The fastest dot kernel this CPU runs (detected at run time): AVX-VNNI or AVX-512 VNNI
 /// (`vpdpbusd`, one instruction for 32 products and their sums in fours), AVX2
@@ -355,10 +348,20 @@ fn dot_kernel() -> DotFn {
     })
 }
 
-fn dot_q8_portable(xq: &[i8], _ax: &[i8], xd: &[f32], q: [&[u8]; 4]) -> [f32; 4] {
-    std::array::from_fn(|r| {
+/// The four rows of pass `j` over `len` rows: one from each quarter (clamped to the last
+/// row, which is then computed twice, to the same value).
+#[inline(always)]
+fn quarter_rows(j: usize, len: usize) -> [usize; 4] {
+    let quarter = len.div_ceil(4);
+    std::array::from_fn(|p| (p * quarter + j).min(len - 1))
+}
+
+fn dot_q8_portable(xq: &[i8], _ax: &[i8], xd: &[f32], rows: &[u8], out: &mut [f32]) {
+    let rb = xd.len() * BLOCK_BYTES;
+    for (j, o) in out.iter_mut().enumerate() {
+        let row = &rows[j * rb..(j + 1) * rb];
         let mut t = 0f32;
-        for ((xq, &xd), b) in xq.chunks(BLOCK).zip(xd).zip(q[r].chunks_exact(BLOCK_BYTES)) {
+        for ((xq, &xd), b) in xq.chunks(BLOCK).zip(xd).zip(row.chunks_exact(BLOCK_BYTES)) {
             let s: i32 = xq
                 .iter()
                 .zip(&b[2..])
@@ -366,16 +369,14 @@ fn dot_q8_portable(xq: &[i8], _ax: &[i8], xd: &[f32], q: [&[u8]; 4]) -> [f32; 4]
                 .sum();
             t += xd * scale(b) * s as f32;
         }
-        t
-    })
+        *o = t;
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::{BLOCK, BLOCK_BYTES};
+    use super::{quarter_rows, BLOCK, BLOCK_BYTES};
     use std::arch::x86_64::*;
-
-    type Rows<'a> = [&'a [u8]; 4];
 
     /// The best kernel for this CPU, `None` without AVX2, FMA and F16C.
     pub fn best() -> Option<super::DotFn> {
@@ -393,70 +394,81 @@ mod x86 {
         }
         // SAFETY (each closure): the features the kernel is compiled for were just detected,
         // and the kernels check the slice lengths before reading.
-        v.push(("avx2", |xq, ax, xd, q| unsafe { dot_avx2(xq, ax, xd, q) }));
+        v.push(("avx2", |xq, ax, xd, rows, out| unsafe {
+            dot_avx2(xq, ax, xd, rows, out)
+        }));
         if is_x86_feature_detected!("avx512vnni") && is_x86_feature_detected!("avx512vl") {
-            v.push(("avx512vnni", |xq, ax, xd, q| unsafe {
-                dot_avx512vnni(xq, ax, xd, q)
+            v.push(("avx512vnni", |xq, ax, xd, rows, out| unsafe {
+                dot_avx512vnni(xq, ax, xd, rows, out)
             }));
         }
         if is_x86_feature_detected!("avxvnni") {
-            v.push(("avxvnni", |xq, ax, xd, q| unsafe {
-                dot_avxvnni(xq, ax, xd, q)
+            v.push(("avxvnni", |xq, ax, xd, rows, out| unsafe {
+                dot_avxvnni(xq, ax, xd, rows, out)
             }));
         }
         v
     }
 
-    /// Four dot products; `$sum` turns |x| (u8) and w·sign(x) (i8) into 8 i32 sums of four
-    /// products each.
-    macro_rules! dot4 {
+    /// The kernel for one CPU; `$sum` turns |x| (u8) and w·sign(x) (i8) into 8 i32 sums of
+    /// four products each.
+    macro_rules! dot_rows {
         ($name:ident, $feat:literal, $sum:expr) => {
             #[target_feature(enable = $feat)]
-            pub unsafe fn $name(xq: &[i8], ax: &[i8], xd: &[f32], q: Rows<'_>) -> [f32; 4] {
+            pub unsafe fn $name(xq: &[i8], ax: &[i8], xd: &[f32], rows: &[u8], out: &mut [f32]) {
                 let nb = xd.len();
+                let rb = nb * BLOCK_BYTES;
+                let len = out.len();
                 assert!(xq.len() >= nb * BLOCK && ax.len() >= nb * BLOCK);
-                assert!(q.iter().all(|q| q.len() >= nb * BLOCK_BYTES));
-                let mut acc = [_mm256_setzero_ps(); 4];
-                for b in 0..nb {
-                    let x = _mm256_loadu_si256(xq.as_ptr().add(b * BLOCK) as *const __m256i);
-                    let a = _mm256_loadu_si256(ax.as_ptr().add(b * BLOCK) as *const __m256i);
-                    // The four rows' f16 scales, widened at once and times x's scale.
-                    let p: [*const u8; 4] =
-                        std::array::from_fn(|r| q[r].as_ptr().add(b * BLOCK_BYTES));
-                    let h = p.map(|p| p.cast::<u16>().read_unaligned() as i16);
-                    let d = _mm_mul_ps(
-                        _mm_cvtph_ps(_mm_setr_epi16(h[0], h[1], h[2], h[3], 0, 0, 0, 0)),
-                        _mm_set1_ps(*xd.get_unchecked(b)),
-                    );
-                    let d: [f32; 4] = std::mem::transmute(d);
-                    for r in 0..4 {
-                        let w = _mm256_loadu_si256(p[r].add(2) as *const __m256i);
-                        // x·w = |x| · (w·sign(x)); |x|, |w| ≤ 127.
-                        let s = $sum(a, _mm256_sign_epi8(w, x));
-                        acc[r] =
-                            _mm256_fmadd_ps(_mm256_set1_ps(d[r]), _mm256_cvtepi32_ps(s), acc[r]);
+                assert!(rows.len() >= len * rb);
+                for j in 0..len.div_ceil(4) {
+                    let r = quarter_rows(j, len);
+                    let q: [*const u8; 4] = r.map(|r| rows.as_ptr().add(r * rb));
+                    let mut acc = [_mm256_setzero_ps(); 4];
+                    for b in 0..nb {
+                        let x = _mm256_loadu_si256(xq.as_ptr().add(b * BLOCK) as *const __m256i);
+                        let a = _mm256_loadu_si256(ax.as_ptr().add(b * BLOCK) as *const __m256i);
+                        let p: [*const u8; 4] = q.map(|q| q.add(b * BLOCK_BYTES));
+                        // The four rows' f16 scales, widened at once, times x's scale.
+                        let h = p.map(|p| p.cast::<i16>().read_unaligned());
+                        let d = _mm_mul_ps(
+                            _mm_cvtph_ps(_mm_setr_epi16(h[0], h[1], h[2], h[3], 0, 0, 0, 0)),
+                            _mm_set1_ps(*xd.get_unchecked(b)),
+                        );
+                        let d: [f32; 4] = std::mem::transmute(d);
+                        for t in 0..4 {
+                            let w = _mm256_loadu_si256(p[t].add(2) as *const __m256i);
+                            // x·w = |x| · (w·sign(x)); |x|, |w| ≤ 127.
+                            let s = $sum(a, _mm256_sign_epi8(w, x));
+                            acc[t] = _mm256_fmadd_ps(
+                                _mm256_set1_ps(d[t]),
+                                _mm256_cvtepi32_ps(s),
+                                acc[t],
+                            );
+                        }
+                    }
+                    // Horizontal sums of the four accumulators at once.
+                    let h01 = _mm256_hadd_ps(acc[0], acc[1]);
+                    let h23 = _mm256_hadd_ps(acc[2], acc[3]);
+                    let h = _mm256_hadd_ps(h01, h23); // per 128-bit half: [r0, r1, r2, r3]
+                    let t = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+                    let y: [f32; 4] = std::mem::transmute(t);
+                    for (r, y) in r.into_iter().zip(y) {
+                        *out.get_unchecked_mut(r) = y;
                     }
                 }
-                // Horizontal sums of the four accumulators at once.
-                let h01 = _mm256_hadd_ps(acc[0], acc[1]);
-                let h23 = _mm256_hadd_ps(acc[2], acc[3]);
-                let h = _mm256_hadd_ps(h01, h23); // per 128-bit half: [r0, r1, r2, r3]
-                let t = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
-                let mut out = [0f32; 4];
-                _mm_storeu_ps(out.as_mut_ptr(), t);
-                out
             }
         };
     }
 
-    dot4!(dot_avx2, "avx2,fma,f16c", |a, sw| _mm256_madd_epi16(
+    dot_rows!(dot_avx2, "avx2,fma,f16c", |a, sw| _mm256_madd_epi16(
         _mm256_maddubs_epi16(a, sw),
         _mm256_set1_epi16(1)
     ));
-    dot4!(dot_avxvnni, "avx2,fma,f16c,avxvnni", |a, sw| {
+    dot_rows!(dot_avxvnni, "avx2,fma,f16c,avxvnni", |a, sw| {
         _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), a, sw)
     });
-    dot4!(
+    dot_rows!(
         dot_avx512vnni,
         "avx2,fma,f16c,avx512vnni,avx512vl",
         |a, sw| { _mm256_dpbusd_epi32(_mm256_setzero_si256(), a, sw) }
@@ -572,20 +584,25 @@ mod tests {
                     assert!(err <= bound + 1e-3, "{i} {r}: {err} > {bound}");
                 }
             }
-            // Every kernel this CPU has gives the portable loop's numbers.
+            // Every kernel this CPU has gives the portable loop's numbers, on 1 to 7 rows
+            // (passes with clamped rows included).
             let (xq, ax, xd, _) = round_activations(&x[..k]);
             let rb = k / BLOCK * BLOCK_BYTES;
-            let rows: [usize; 4] = [0, 7, 129, 3];
-            let wq = rows.map(|r| &q.blocks()[r * rb..(r + 1) * rb]);
-            let p = dot_q8_portable(&xq, &ax, &xd, wq);
-            for (r, p) in rows.iter().zip(p) {
-                assert!((p - y[*r]).abs() < 1e-4);
-            }
-            #[cfg(target_arch = "x86_64")]
-            for (name, dot) in x86::all() {
-                let d = dot(&xq, &ax, &xd, wq);
-                for (p, d) in p.iter().zip(d) {
-                    assert!((p - d).abs() < 1e-4, "{name}: {d} vs {p}");
+            for len in 1..8 {
+                let r0 = 100;
+                let rows_bytes = &q.blocks()[r0 * rb..(r0 + len) * rb];
+                let mut p = vec![0f32; len];
+                dot_q8_portable(&xq, &ax, &xd, rows_bytes, &mut p);
+                for (j, p) in p.iter().enumerate() {
+                    assert!((p - y[r0 + j]).abs() < 1e-4);
+                }
+                #[cfg(target_arch = "x86_64")]
+                for (name, dot) in x86::all() {
+                    let mut d = vec![f32::NAN; len];
+                    dot(&xq, &ax, &xd, rows_bytes, &mut d);
+                    for (p, d) in p.iter().zip(&d) {
+                        assert!((p - d).abs() < 1e-4, "{name}, {len} rows: {d} vs {p}");
+                    }
                 }
             }
         }
