@@ -70,11 +70,24 @@ mod x86 {
         _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i))
     }
 
+    /// How far ahead of a weight stream the kernels prefetch, in bytes: the hardware
+    /// prefetchers alone leave the decode products short of the memory bandwidth (as for the
+    /// Q8_0 kernel, see `crate::q8`).
+    const PREFETCH: usize = 2048;
+
+    /// Asks for the cache line at `p` (never faults, so `p` may lie past the end).
+    #[inline(always)]
+    unsafe fn prefetch<T>(p: *const T) {
+        _mm_prefetch::<_MM_HINT_T0>(p as *const i8);
+    }
+
     macro_rules! kernels {
         ($axpy:ident, $dot:ident, $t:ty, $load:ident, $feat:literal, $widen:expr) => {
             /// `acc += Σ a[t]·w[t]` (1..=4 rows of `w`, each `acc.len()` long).
             #[target_feature(enable = $feat)]
             pub unsafe fn $axpy(acc: &mut [f32], a: &[f32], w: &[&[$t]]) {
+                const LINE: usize = 64 / std::mem::size_of::<$t>();
+                const AHEAD: usize = PREFETCH / std::mem::size_of::<$t>();
                 let n = acc.len();
                 let main = n / 8 * 8;
                 let pa = acc.as_mut_ptr();
@@ -90,6 +103,11 @@ mod x86 {
                             (w[0].as_ptr(), w[1].as_ptr(), w[2].as_ptr(), w[3].as_ptr());
                         let mut j = 0;
                         while j < main {
+                            if j % LINE == 0 {
+                                for w in [w0, w1, w2, w3] {
+                                    prefetch(w.wrapping_add(j + AHEAD));
+                                }
+                            }
                             let mut s = _mm256_loadu_ps(pa.add(j));
                             s = _mm256_fmadd_ps(a0, $load(w0.add(j)), s);
                             s = _mm256_fmadd_ps(a1, $load(w1.add(j)), s);
@@ -125,6 +143,8 @@ mod x86 {
             /// `Σ x[j]·w[j]`.
             #[target_feature(enable = $feat)]
             pub unsafe fn $dot(x: &[f32], w: &[$t]) -> f32 {
+                const LINE: usize = 64 / std::mem::size_of::<$t>();
+                const AHEAD: usize = PREFETCH / std::mem::size_of::<$t>();
                 let n = x.len().min(w.len());
                 let main = n / 32 * 32;
                 let (px, pw) = (x.as_ptr(), w.as_ptr());
@@ -134,6 +154,11 @@ mod x86 {
                 let mut s3 = _mm256_setzero_ps();
                 let mut j = 0;
                 while j < main {
+                    // 32 weights: one or two cache lines.
+                    prefetch(pw.wrapping_add(j + AHEAD));
+                    if LINE < 32 {
+                        prefetch(pw.wrapping_add(j + LINE + AHEAD));
+                    }
                     s0 = _mm256_fmadd_ps(_mm256_loadu_ps(px.add(j)), $load(pw.add(j)), s0);
                     s1 = _mm256_fmadd_ps(_mm256_loadu_ps(px.add(j + 8)), $load(pw.add(j + 8)), s1);
                     s2 =

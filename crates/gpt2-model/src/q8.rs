@@ -378,6 +378,9 @@ mod x86 {
     use super::{quarter_rows, BLOCK, BLOCK_BYTES};
     use std::arch::x86_64::*;
 
+    /// How far ahead of each weight stream the kernels prefetch, in bytes.
+    const PREFETCH: usize = 2048;
+
     /// The best kernel for this CPU, `None` without AVX2, FMA and F16C.
     pub fn best() -> Option<super::DotFn> {
         all().pop().map(|(_, f)| f)
@@ -429,6 +432,13 @@ mod x86 {
                         let x = _mm256_loadu_si256(xq.as_ptr().add(b * BLOCK) as *const __m256i);
                         let a = _mm256_loadu_si256(ax.as_ptr().add(b * BLOCK) as *const __m256i);
                         let p: [*const u8; 4] = q.map(|q| q.add(b * BLOCK_BYTES));
+                        // Ask for each stream's bytes 2 KiB ahead: the hardware prefetchers
+                        // alone leave four streams per core well short of the memory
+                        // bandwidth (124M decode 125 → 150 tok/s; 1–4 KiB measured alike).
+                        // A prefetch never faults, so running past the end is harmless.
+                        for p in p {
+                            _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(PREFETCH) as *const i8);
+                        }
                         // The four rows' f16 scales, widened at once, times x's scale.
                         let h = p.map(|p| p.cast::<i16>().read_unaligned());
                         let d = _mm_mul_ps(
