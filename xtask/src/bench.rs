@@ -18,6 +18,9 @@
 //! downloaded model; the first run of each series therefore includes a read from disk (the
 //! medians are over all runs).
 //!
+//! `--llama-bench PATH` runs llama.cpp's `llama-bench` on GGUF files of the same models in
+//! the same series (see [`crate::llama`]) and adds its decode and prefill columns.
+//!
 //! `--batch 1,4,16` adds aggregate decode throughput for several sequences decoded together
 //! (one `Gpt2::step` for the whole batch per token), measured in this process with the
 //! library, since `gpt2 generate --num-samples` runs its samples one after the other.
@@ -29,6 +32,8 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 use gpt2_model::{Config, ContextOverflow, DType, Gpt2, LoadOptions, Logits, ModelSize};
+
+use crate::llama;
 
 /// Arguments of `cargo xtask bench`.
 #[derive(clap::Args, Debug)]
@@ -74,6 +79,10 @@ pub struct Args {
     /// and use target/release/gpt2).
     #[arg(long, value_name = "PATH")]
     pub gpt2: Option<PathBuf>,
+    /// Also run llama.cpp's `llama-bench` (this binary) on GGUF files of the same models, one
+    /// run per repetition next to ours, and add its decode and prefill columns.
+    #[arg(long, value_name = "PATH")]
+    pub llama_bench: Option<PathBuf>,
 }
 
 fn parse_size(s: &str) -> Result<ModelSize, String> {
@@ -393,6 +402,21 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 let prefill_args = generate_args(&dir, dtype, args.threads, &long, 1, true);
                 let (mut decode, mut rss, mut first, mut prefill) =
                     (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+                let llama_model = match &args.llama_bench {
+                    None => None,
+                    Some(_) => match llama::gguf_for(&args.models_dir, size.openai_name(), dtype) {
+                        Ok(p) => {
+                            drop_from_page_cache(&p);
+                            Some(p)
+                        }
+                        Err(msg) => {
+                            eprintln!("{msg}");
+                            None
+                        }
+                    },
+                };
+                let (mut l_decode, mut l_prefill) = (Vec::new(), Vec::new());
+                let (mut l_dv, mut l_pv) = (llama::Variant::AsAsked, llama::Variant::AsAsked);
                 for rep in 0..args.reps {
                     eprint!("\r{size} {dtype}: run {}/{}", rep + 1, args.reps);
                     let r = run_generate(&gpt2, &first_args)?;
@@ -404,13 +428,41 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                         let r = run_generate(&gpt2, &prefill_args)?;
                         prefill.push(r.prefill_tok_per_s);
                     }
+                    if let (Some(lb), Some(m)) = (&args.llama_bench, &llama_model) {
+                        let (ts, v) =
+                            llama::run(lb, m, args.threads, prompt.len(), args.new_tokens, l_dv)?;
+                        l_decode.push(ts);
+                        l_dv = v;
+                        if !long.is_empty() {
+                            let (ts, v) = llama::run(lb, m, args.threads, long.len(), 0, l_pv)?;
+                            l_prefill.push(ts);
+                            l_pv = v;
+                        }
+                    }
                 }
                 eprintln!();
+                let llama_cells = if args.llama_bench.is_none() {
+                    String::new()
+                } else if llama_model.is_none() {
+                    " — | — |".to_string()
+                } else {
+                    let p = median(&l_prefill);
+                    format!(
+                        " {:.1}{} | {} |",
+                        median(&l_decode),
+                        l_dv.note(),
+                        if p.is_nan() {
+                            "—".to_string()
+                        } else {
+                            format!("{p:.0}{}", l_pv.note())
+                        }
+                    )
+                };
                 let file = file_size(&dir);
                 let rss = median(&rss);
                 let prefill = median(&prefill);
                 rows.push(format!(
-                    "| {size} | {:.1} | {} | {:.3} | {:.0} | {:.0} | {:.2} |",
+                    "| {size} | {:.1} | {} | {:.3} | {:.0} | {:.0} | {:.2} |{llama_cells}",
                     median(&decode),
                     if prefill.is_nan() {
                         "—".to_string()
@@ -443,8 +495,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
         if !rows.is_empty() {
             println!("\n### {dtype}\n");
-            println!("| shape | decode tok/s | prefill tok/s | start → first token (s) | peak RSS (MiB) | weight file (MiB) | RSS / file |");
-            println!("|---|---|---|---|---|---|---|");
+            let (llama_head, llama_rule) = if args.llama_bench.is_some() {
+                (
+                    " llama.cpp decode tok/s | llama.cpp prefill tok/s |",
+                    "---|---|",
+                )
+            } else {
+                ("", "")
+            };
+            println!("| shape | decode tok/s | prefill tok/s | start → first token (s) | peak RSS (MiB) | weight file (MiB) | RSS / file |{llama_head}");
+            println!("|---|---|---|---|---|---|---|{llama_rule}");
             for r in &rows {
                 println!("{r}");
             }

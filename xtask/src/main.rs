@@ -4,6 +4,7 @@
 
 mod bench;
 mod fetch_models;
+mod llama;
 
 use std::process::ExitCode;
 
