@@ -78,6 +78,13 @@ impl LanguageModel for Session<'_> {
     fn step(&mut self, id: u32) -> Result<Vec<f32>, ModelError> {
         last_row(self.model.step(&mut self.cache, &[id])?)
     }
+
+    /// Allocates the cache for `columns` positions now: no regrowth (and no copy of the
+    /// cache) during the generation, and no more room than it can use.
+    fn reserve(&mut self, columns: usize) {
+        // Only a hint: if it cannot be done now, the cache grows as it goes.
+        let _ = self.cache.reserve(columns);
+    }
 }
 
 /// One sequence of a batched generation, complete.

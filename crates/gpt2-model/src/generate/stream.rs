@@ -23,6 +23,12 @@ pub trait LanguageModel {
     /// Appends one token to the cached context (whose length stays ≤ `n_ctx`) and returns the
     /// logits predicting the token after it.
     fn step(&mut self, id: u32) -> Result<Vec<f32>, Self::Error>;
+    /// A hint, given before [`prefill`](Self::prefill): the generation that follows needs at
+    /// most `columns` positions (≤ `n_ctx`), so a model with a cache can allocate them at once
+    /// instead of growing it step by step. The default ignores it.
+    fn reserve(&mut self, columns: usize) {
+        let _ = columns;
+    }
 }
 
 /// Why a generation ended.
@@ -313,7 +319,12 @@ impl<'a, M: LanguageModel> Generation<'a, M> {
     ) -> Result<Self, GenerateError> {
         let window = prompt_window(prompt, model.n_ctx(), options.context_overflow)?;
         let stream = options.stream;
+        let columns = window
+            .len()
+            .saturating_add(options.max_new_tokens)
+            .min(model.n_ctx());
         let seq = SeqState::new(tokenizer, window, options, stream)?;
+        model.reserve(columns);
         let logits = model.prefill(window).map_err(model_error)?;
         Ok(Generation {
             in_model: window.len(),
