@@ -37,6 +37,6 @@ fn main() {
         let d = t.elapsed().as_secs_f64() / 20.0;
         let gb = (k * n) as f64 / 1e9;
         println!(
-            "x_w f32 {:.1} GB/s, x_w f16 {:.1} GB/s ({:.1} Gw/s), x_et f32 {:.1} GB/s, q8 {:.1} GB/s ({:.1} Gw/s)", 4.0*gb/a, 2.0*gb/b, gb/b, 4.0*gb/c, 1.125*gb/d, gb/d);
+            "x_w f32 {:.1} GB/s, x_w f16 {:.1} GB/s ({:.1} Gw/s), x_et f32 {:.1} GB/s, q8 {:.1} GB/s ({:.1} Gw/s)", 4.0*gb/a, 2.0*gb/b, gb/b, 4.0*gb/c, 1.0625*gb/d, gb/d);
     }
 }

@@ -46,7 +46,7 @@ fn main() {
         let d = t.elapsed().as_secs_f64();
         println!(
             "x_w f32 {:.1} GB/s | x_w f16 {:.1} GB/s ({:.1} Gw/s) | x_et f32 {:.1} GB/s | x_et f16 {:.1} GB/s ({:.1} Gw/s) | q8 {:.1} GB/s ({:.1} Gw/s)",
-            4.0 * gw / a, 2.0 * gw / b, gw / b, 4.0 * gw / c, 2.0 * gw / e, gw / e, 1.125 * gw / d, gw / d
+            4.0 * gw / a, 2.0 * gw / b, gw / b, 4.0 * gw / c, 2.0 * gw / e, gw / e, 1.0625 * gw / d, gw / d
         );
     }
 }
