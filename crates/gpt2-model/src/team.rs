@@ -71,6 +71,20 @@ impl<T> SendPtr<T> {
     }
 }
 
+/// Spins until `ready()`, yielding the core now and then: a helper still running a task may
+/// have been descheduled (more runnable threads than cores), and then spinning only delays it.
+fn wait_until(ready: impl Fn() -> bool) {
+    let mut spins = 0u32;
+    while !ready() {
+        spins = spins.wrapping_add(1);
+        if spins.is_multiple_of(1 << 12) {
+            std::thread::yield_now();
+        } else {
+            std::hint::spin_loop();
+        }
+    }
+}
+
 /// The global team, started at first use; `None` with a single rayon thread or when the
 /// helper threads could not be spawned.
 fn team() -> Option<&'static Team> {
@@ -188,13 +202,9 @@ impl Team {
             self.wake.notify_all();
         }
         job.work();
-        while job.done.load(Ordering::Acquire) < n {
-            std::hint::spin_loop();
-        }
+        wait_until(|| job.done.load(Ordering::Acquire) >= n);
         self.job.store(std::ptr::null_mut(), Ordering::SeqCst);
-        while self.in_job.load(Ordering::SeqCst) > 0 {
-            std::hint::spin_loop();
-        }
+        wait_until(|| self.in_job.load(Ordering::SeqCst) == 0);
         assert!(
             !job.panicked.load(Ordering::Relaxed),
             "a parallel task of the decode step panicked"
