@@ -137,9 +137,6 @@ struct Team {
     wake: Condvar,
 }
 
-// SAFETY: the raw pointers are only dereferenced under the protocol of `run`/`helper`.
-unsafe impl Sync for Team {}
-unsafe impl Send for Team {}
 
 impl Team {
     fn start(helpers: usize) -> Option<Team> {
