@@ -463,7 +463,8 @@ impl Gpt2 {
     /// Whether the large matrices (`wte` and the `Conv1D` weights) are used in place from
     /// the memory-mapped weight file, with no copy: true for f32/f16 safetensors loaded on
     /// the CPU in their stored dtype (the data must be aligned, as Hugging Face's and this
-    /// project's files are); false for random, quantized, cast or GPU models.
+    /// project's files are) and for GGUF Q8_0 models loaded with [`LoadOptions::q8_0`];
+    /// false for random, quantized-at-load, cast or GPU models.
     ///
     /// ```
     /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -478,12 +479,18 @@ impl Gpt2 {
     /// ```
     pub fn weights_in_place(&self) -> bool {
         use crate::matrix::Matrix::Mapped;
-        matches!(self.embeddings.wte, Mapped(_))
-            && self.h.iter().all(|b| {
-                [&b.attn.c_attn, &b.attn.c_proj, &b.mlp.c_fc, &b.mlp.c_proj]
-                    .iter()
-                    .all(|c| matches!(c.weight, Mapped(_)))
-            })
+        let wte = match &self.embeddings.wte_quantized {
+            Some(q) => q.is_mapped(),
+            None => matches!(self.embeddings.wte, Mapped(_)),
+        };
+        wte && self.h.iter().all(|b| {
+            [&b.attn.c_attn, &b.attn.c_proj, &b.mlp.c_fc, &b.mlp.c_proj]
+                .iter()
+                .all(|c| match &c.quantized {
+                    Some(q) => q.is_mapped(),
+                    None => matches!(c.weight, Mapped(_)),
+                })
+        })
     }
 
     /// The block quantization of the weight matrices, if any.

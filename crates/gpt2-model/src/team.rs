@@ -137,7 +137,6 @@ struct Team {
     wake: Condvar,
 }
 
-
 impl Team {
     fn start(helpers: usize) -> Option<Team> {
         if helpers == 0 {

@@ -79,6 +79,10 @@ fn gguf_round_trip_matches_quantize_at_load() {
     let gguf = Gpt2::load(&out, &LoadOptions::q8_0()).expect("load gguf");
     assert_eq!(gguf.quantization(), Some(Quantization::Q8_0));
     let at_load = Gpt2::load(&src, &LoadOptions::q8_0()).expect("load q8_0");
+    // The GGUF's blocks are used where they lie in the mapped file; quantizing at load
+    // makes new ones.
+    assert!(gguf.weights_in_place());
+    assert!(!at_load.weights_in_place());
     let mut worst = 0f32;
     for p in PROMPTS {
         let a = gguf.forward(&row(p)).expect("forward");
