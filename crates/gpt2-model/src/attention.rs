@@ -114,14 +114,81 @@ impl CausalSelfAttention {
         let scores = q.matmul(&k.t()?)?; // [b, n_head, s, L]
                                          // Softmax in f32 whatever the compute dtype (f16 exp/sum lose too much).
         let scores = scores.to_dtype(DType::F32)?;
-        let scores = match mask {
-            Some(mask) => scores.broadcast_add(mask)?,
-            None => scores,
+        let a = match masked_softmax(&scores, mask)? {
+            Some(a) => a,
+            None => {
+                let scores = match mask {
+                    Some(mask) => scores.broadcast_add(mask)?,
+                    None => scores,
+                };
+                candle_nn::ops::softmax_last_dim(&scores)?
+            }
         };
-        let a = candle_nn::ops::softmax_last_dim(&scores)?.to_dtype(v.dtype())?;
+        let a = a.to_dtype(v.dtype())?;
         let y = a.matmul(&v)?; // [b, n_head, s, head_dim]
         let y = merge_heads(&y)?; // [b, s, n_embd]
         self.c_proj.forward(&y)
+    }
+}
+
+/// `softmax(scores + mask)` over the last dimension on the CPU (f32): `scores` `[b, h, s, L]`,
+/// `mask` [`causal_mask`]'s `[b, 1, s, L]`. Rows in parallel, with the vectorized
+/// [`exp`](crate::fast_exp) (candle's softmax calls libm's `expf` per score: 4% of a
+/// 512-token prefill). `None` when the tensors are not contiguous CPU f32 of those shapes
+/// (the caller uses candle's ops).
+fn masked_softmax(scores: &Tensor, mask: Option<&Tensor>) -> Result<Option<Tensor>> {
+    let (b, h, s, l) = scores.dims4()?;
+    if !scores.device().is_cpu() || scores.dtype() != DType::F32 || !scores.is_contiguous() {
+        return Ok(None);
+    }
+    let mask: Option<Vec<f32>> = match mask {
+        None => None,
+        Some(m) if m.dims() == [b, 1, s, l] && m.dtype() == DType::F32 => {
+            Some(m.flatten_all()?.to_vec1()?)
+        }
+        Some(_) => return Ok(None),
+    };
+    let mut x: Vec<f32> = scores.flatten_all()?.to_vec1()?;
+    if l == 0 {
+        return Ok(Some(Tensor::from_vec(x, (b, h, s, l), scores.device())?));
+    }
+    // One task per sequence and head: `s` rows.
+    crate::team::for_each_chunk_mut(&mut x, s * l, |bh, rows| {
+        let bi = bh / h;
+        for (i, row) in rows.chunks_mut(l).enumerate() {
+            let m = mask
+                .as_deref()
+                .map(|m| &m[(bi * s + i) * l..(bi * s + i + 1) * l]);
+            crate::fast_exp::vectorized(|| softmax_row(row, m));
+        }
+    });
+    Ok(Some(Tensor::from_vec(x, (b, h, s, l), scores.device())?))
+}
+
+/// One row of [`masked_softmax`], in place: `x += mask`, then `e^(x − max) / Σ`.
+#[inline(always)]
+fn softmax_row(x: &mut [f32], mask: Option<&[f32]>) {
+    if let Some(m) = mask {
+        for (x, m) in x.iter_mut().zip(m) {
+            *x += m;
+        }
+    }
+    let max = x.iter().fold(f32::NEG_INFINITY, |a, &v| a.max(v));
+    for v in x.iter_mut() {
+        *v = crate::fast_exp::exp_or_zero(*v - max);
+    }
+    // Eight partial sums, so that the sum vectorizes too.
+    let mut acc = [0f32; 8];
+    let mut chunks = x.chunks_exact(8);
+    for c in &mut chunks {
+        for (a, v) in acc.iter_mut().zip(c) {
+            *a += v;
+        }
+    }
+    let sum: f32 = acc.iter().sum::<f32>() + chunks.remainder().iter().sum::<f32>();
+    let inv = 1.0 / sum;
+    for v in x.iter_mut() {
+        *v *= inv;
     }
 }
 
@@ -214,6 +281,31 @@ pub fn attend_one_query(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Option<Ten
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn masked_softmax_matches_candles_ops() -> Result<()> {
+        let dev = Device::Cpu;
+        // Two sequences (the second with 2 padding columns), 3 heads, 5 new positions after
+        // 2 cached ones.
+        let scores = (Tensor::randn(0f32, 3.0, (2, 3, 5, 7), &dev)?).contiguous()?;
+        let mask = causal_mask(&[0, 2], 2, 5, &dev)?;
+        for m in [Some(&mask), None] {
+            let ours = masked_softmax(&scores, m)?.expect("CPU f32");
+            let added = match m {
+                Some(m) => scores.broadcast_add(m)?,
+                None => scores.clone(),
+            };
+            let want = candle_nn::ops::softmax_last_dim(&added)?;
+            let d = (ours - want)?.abs()?.max_all()?.to_scalar::<f32>()?;
+            assert!(d < 1e-6, "{d}");
+        }
+        // Hidden columns get exactly 0.
+        let a = masked_softmax(&scores, Some(&mask))?.expect("CPU f32");
+        let row = a.get(1)?.get(0)?.get(0)?.to_vec1::<f32>()?; // sequence 1, head 0, query 0
+        assert_eq!(&row[..2], &[0.0, 0.0]);
+        assert_eq!(&row[5..], &[0.0, 0.0]);
+        Ok(())
+    }
 
     #[test]
     fn split_then_merge_heads_by_hand() -> Result<()> {

@@ -56,6 +56,7 @@ pub mod block;
 pub mod config;
 pub mod embedding;
 pub mod error;
+mod fast_exp;
 pub mod gemv;
 pub mod generate;
 pub mod gguf;
