@@ -65,16 +65,6 @@ Q8_0_TENSORS = {
     MODEL_TENSOR.FFN_UP,
     MODEL_TENSOR.FFN_DOWN,
 }
-# Tensors that exist with a ".bias" too (the loader creates both, required).
-WITH_BIAS = {
-    MODEL_TENSOR.OUTPUT_NORM,
-    MODEL_TENSOR.ATTN_NORM,
-    MODEL_TENSOR.ATTN_QKV,
-    MODEL_TENSOR.ATTN_OUT,
-    MODEL_TENSOR.FFN_NORM,
-    MODEL_TENSOR.FFN_UP,
-    MODEL_TENSOR.FFN_DOWN,
-}
 PER_BLOCK = {
     MODEL_TENSOR.ATTN_NORM,
     MODEL_TENSOR.ATTN_QKV,
@@ -83,6 +73,9 @@ PER_BLOCK = {
     MODEL_TENSOR.FFN_UP,
     MODEL_TENSOR.FFN_DOWN,
 }
+# Tensors that exist with a ".bias" too (the loader creates both, required): every block
+# tensor, and the final norm.
+WITH_BIAS = PER_BLOCK | {MODEL_TENSOR.OUTPUT_NORM}
 # GGUF tensor → the Hugging Face GPT-2 tensor it comes from, and whether it is a Conv1D weight
 # ([in, out] in the source, [out, in] in the file).
 HF_NAMES = {

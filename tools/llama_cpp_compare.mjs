@@ -16,9 +16,9 @@
 // prebuilt binaries are in @node-llama-cpp/linux-x64, and `build: "never"` below never compiles.)
 //
 // F32/F16 GGUF files for llama.cpp (optional; the q8_0 GGUF is `gpt2 convert --dtype q8_0`'s):
-// the `make-gguf` command writes them from our Hugging Face safetensors with gguf-py (the python
-// below, laid out as llama.cpp's convert_hf_to_gguf.py GPT2 model; tokenizer and hyperparameters
-// copied from the q8_0 GGUF):
+// the `make-gguf` command writes them from our Hugging Face safetensors with gguf-py
+// (`tools/make_llama_gguf.py`, laid out as llama.cpp's convert_hf_to_gguf.py GPT2 model;
+// tokenizer and hyperparameters copied from the q8_0 GGUF):
 //
 //     node tools/llama_cpp_compare.mjs make-gguf --python /work/pyenv-gguf/bin/python
 //
@@ -61,7 +61,7 @@ import {spawnSync} from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import {pathToFileURL} from "node:url";
+import {fileURLToPath, pathToFileURL} from "node:url";
 
 const argv = process.argv.slice(2);
 const command = argv[0] && !argv[0].startsWith("--") ? argv.shift() : "all";
@@ -93,81 +93,16 @@ const CONFIGS = {
     f32: {gguf: path.join(ggufDir, "124M-random-f32.gguf"), ours: [[`${BENCH}/124M-random`, "f32"]]},
 };
 
-const MAKE_GGUF_PY = String.raw`
-# HF GPT-2 safetensors (+ the tokenizer/metadata of an existing GGUF) -> GGUF F32 or F16, laid out
-# as llama.cpp's convert_hf_to_gguf.py GPT2 model: Conv1D weights transposed to [out, in];
-# f16: 2-D weights F16 except position_embd (F32, convert_hf_to_gguf forces POS_EMBD to F32),
-# 1-D tensors F32; no output.weight (tied head: llama.cpp uses token_embd).
-import json, struct, sys
-import numpy as np
-import gguf
-
-src_dir, meta_gguf, out_path, outtype = sys.argv[1:5]
-assert outtype in ("f32", "f16")
-with open(f"{src_dir}/model.safetensors", "rb") as f:
-    n = struct.unpack("<Q", f.read(8))[0]
-    header = json.loads(f.read(n))
-base = 8 + n
-header.pop("__metadata__", None)
-raw = np.memmap(f"{src_dir}/model.safetensors", dtype=np.uint8, mode="r")
-DT = {"F32": np.float32, "F16": np.float16}
-def tensor(name):
-    h = header[name]; a, b = h["data_offsets"]
-    return np.frombuffer(raw[base + a: base + b], dtype=DT[h["dtype"]]).reshape(h["shape"])
-
-reader = gguf.GGUFReader(meta_gguf)
-w = gguf.GGUFWriter(out_path, "gpt2")
-skip = {"general.architecture", "general.file_type", "GGUF.version", "GGUF.tensor_count", "GGUF.kv_count"}
-for field in reader.fields.values():
-    if field.name in skip:
-        continue
-    vt = field.types[0]
-    if vt == gguf.GGUFValueType.ARRAY:
-        sub = field.types[-1]
-        if sub == gguf.GGUFValueType.STRING:
-            val = [bytes(field.parts[i]) for i in field.data]
-        else:
-            val = [field.parts[i].tolist()[0] for i in field.data]
-        w.add_key_value(field.name, val, vt, sub_type=sub)
-    elif vt == gguf.GGUFValueType.STRING:
-        w.add_key_value(field.name, bytes(field.parts[field.data[0]]), vt)
-    else:
-        w.add_key_value(field.name, field.parts[field.data[0]].tolist()[0], vt)
-w.add_file_type(gguf.LlamaFileType.ALL_F32 if outtype == "f32" else gguf.LlamaFileType.MOSTLY_F16)
-
-n_layer = int(reader.fields["gpt2.block_count"].parts[-1][0])
-def put(name, arr, conv1d=False):
-    arr = np.asarray(arr, dtype=np.float32)
-    if conv1d:
-        arr = np.ascontiguousarray(arr.T)
-    if outtype == "f16" and arr.ndim == 2 and name != "position_embd.weight":
-        arr = arr.astype(np.float16)
-    w.add_tensor(name, arr)
-put("token_embd.weight", tensor("wte.weight"))
-put("position_embd.weight", tensor("wpe.weight"))
-for i in range(n_layer):
-    p = f"h.{i}."
-    for hf, gg, conv in [("ln_1", "attn_norm", False), ("attn.c_attn", "attn_qkv", True),
-                         ("attn.c_proj", "attn_output", True), ("ln_2", "ffn_norm", False),
-                         ("mlp.c_fc", "ffn_up", True), ("mlp.c_proj", "ffn_down", True)]:
-        put(f"blk.{i}.{gg}.weight", tensor(p + hf + ".weight"), conv)
-        put(f"blk.{i}.{gg}.bias", tensor(p + hf + ".bias"))
-put("output_norm.weight", tensor("ln_f.weight"))
-put("output_norm.bias", tensor("ln_f.bias"))
-w.write_header_to_file(); w.write_kv_data_to_file(); w.write_tensors_to_file(); w.close()
-print("wrote", out_path)
-`;
-
 if (command === "make-gguf") {
     const python = opt("python", "/work/pyenv-gguf/bin/python");
     fs.mkdirSync(ggufDir, {recursive: true});
-    const script = path.join(os.tmpdir(), `make_gguf_${process.pid}.py`);
-    fs.writeFileSync(script, MAKE_GGUF_PY);
+    const script = path.join(path.dirname(fileURLToPath(import.meta.url)), "make_llama_gguf.py");
     for (const [src, dtype] of [[`${BENCH}/124M-random`, "f32"], [`${BENCH}/124M-random-f16`, "f16"]]) {
-        const r = spawnSync(python, [script, src, CONFIGS.q8_0.gguf, CONFIGS[dtype].gguf, dtype], {stdio: "inherit"});
+        const args = [script, "--model", src, "--metadata-from", CONFIGS.q8_0.gguf,
+            "--outtype", dtype, "--out", CONFIGS[dtype].gguf];
+        const r = spawnSync(python, args, {stdio: "inherit"});
         if (r.status !== 0) throw new Error(`make-gguf ${dtype} failed`);
     }
-    fs.unlinkSync(script);
     process.exit(0);
 }
 

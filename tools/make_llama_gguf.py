@@ -2,7 +2,7 @@
 
 `gpt2 convert --dtype q8_0` writes this project's Q8_0 GGUF; llama.cpp also runs GPT-2 in
 F32 and F16, and this script writes those files from a Hugging Face f32 safetensors
-directory (e.g. `target/bench-models/124M-random`), laid out as llama.cpp's own
+directory (f32 or f16, e.g. `target/bench-models/124M-random`), laid out as llama.cpp's own
 `convert_hf_to_gguf.py` lays out GPT-2: the Conv1D weights transposed to `[out, in]`; for
 f16 the 2-D weights in F16 except `position_embd` (F32, as llama.cpp's converter forces),
 1-D tensors F32; no `output.weight` (the head is tied to `token_embd`). The metadata and the
@@ -26,7 +26,7 @@ import gguf
 import numpy as np
 
 parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-parser.add_argument("--model", required=True, help="directory with an f32 model.safetensors")
+parser.add_argument("--model", required=True, help="directory with an f32 or f16 model.safetensors")
 parser.add_argument("--metadata-from", required=True, help="a q8_0 model.gguf of the same model")
 parser.add_argument("--outtype", choices=["f32", "f16"], required=True)
 parser.add_argument("--out", required=True, help="the GGUF file to write")

@@ -404,7 +404,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                     (Vec::new(), Vec::new(), Vec::new(), Vec::new());
                 let llama_model = match &args.llama_bench {
                     None => None,
-                    Some(_) => match llama::gguf_for(&args.models_dir, size.openai_name(), dtype) {
+                    Some(_) => match llama::gguf_for(
+                        &args.models_dir,
+                        size.openai_name(),
+                        dtype,
+                        &ensure_model(&args.models_dir, size.openai_name(), &config, "q8_0-gguf")?
+                            .join(gpt2_model::gguf::GGUF_FILE),
+                    ) {
                         Ok(p) => {
                             drop_from_page_cache(&p);
                             Some(p)

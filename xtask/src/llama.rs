@@ -40,33 +40,29 @@ impl Variant {
     }
 }
 
-/// The GGUF file llama.cpp runs for this bench model, or the command that makes it.
-pub fn gguf_for(models_dir: &Path, name: &str, dtype: &str) -> Result<PathBuf, String> {
+/// The GGUF file llama.cpp runs for the bench model `name` in `dtype`, or the command that
+/// makes it. `q8_gguf` is the model's q8_0 `model.gguf` (`bench::ensure_model`'s): what the
+/// q8_0 dtypes run, and where the f32/f16 files take their metadata from.
+pub fn gguf_for(
+    models_dir: &Path,
+    name: &str,
+    dtype: &str,
+    q8_gguf: &Path,
+) -> Result<PathBuf, String> {
     if dtype.starts_with("q8_0") {
-        let p = models_dir
-            .join(format!("{name}-random-q8_0-gguf"))
-            .join(gpt2_model::gguf::GGUF_FILE);
-        return if p.is_file() {
-            Ok(p)
-        } else {
-            Err(format!("{} is missing", p.display()))
-        };
+        return Ok(q8_gguf.to_path_buf());
     }
     let p = models_dir.join(format!("{name}-random-{dtype}.gguf"));
     if p.is_file() {
         return Ok(p);
     }
     let src = models_dir.join(format!("{name}-random"));
-    let meta = models_dir
-        .join(format!("{name}-random-q8_0-gguf"))
-        .join(gpt2_model::gguf::GGUF_FILE);
     Err(format!(
-        "llama.cpp needs {}; make it with (pip install gguf numpy; the q8_0 file comes from \
-         `cargo xtask bench --dtype q8_0-gguf`):\n  python tools/make_llama_gguf.py --model {} \
-         --metadata-from {} --outtype {dtype} --out {}",
+        "llama.cpp needs {}; make it with (pip install gguf numpy):\n  python \
+         tools/make_llama_gguf.py --model {} --metadata-from {} --outtype {dtype} --out {}",
         p.display(),
         src.display(),
-        meta.display(),
+        q8_gguf.display(),
         p.display()
     ))
 }
@@ -140,11 +136,13 @@ mod tests {
     #[test]
     fn missing_f16_file_says_how_to_make_it() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let err = gguf_for(dir.path(), "124M", "f16").expect_err("missing");
+        let q8 = dir.path().join("124M-random-q8_0-gguf/model.gguf");
+        let err = gguf_for(dir.path(), "124M", "f16", &q8).expect_err("missing");
         assert!(err.contains("tools/make_llama_gguf.py"), "{err}");
         assert!(err.contains("--outtype f16"), "{err}");
+        assert!(err.contains(&q8.display().to_string()), "{err}");
         std::fs::write(dir.path().join("124M-random-f16.gguf"), b"").expect("write");
-        assert!(gguf_for(dir.path(), "124M", "f16").is_ok());
-        assert!(gguf_for(dir.path(), "124M", "q8_0").is_err());
+        assert!(gguf_for(dir.path(), "124M", "f16", &q8).is_ok());
+        assert_eq!(gguf_for(dir.path(), "124M", "q8_0", &q8), Ok(q8));
     }
 }

@@ -141,24 +141,30 @@ fn masked_softmax(scores: &Tensor, mask: Option<&Tensor>) -> Result<Option<Tenso
     if !scores.device().is_cpu() || scores.dtype() != DType::F32 || !scores.is_contiguous() {
         return Ok(None);
     }
-    let mask: Option<Vec<f32>> = match mask {
+    // The mask is the same for every layer of a pass: read in place, not copied.
+    let mask_storage = match mask {
         None => None,
-        Some(m) if m.dims() == [b, 1, s, l] && m.dtype() == DType::F32 => {
-            Some(m.flatten_all()?.to_vec1()?)
-        }
+        Some(m) if m.dims() == [b, 1, s, l] && m.is_contiguous() => Some(m.storage_and_layout()),
         Some(_) => return Ok(None),
     };
-    let mut x: Vec<f32> = scores.flatten_all()?.to_vec1()?;
-    if l == 0 {
-        return Ok(Some(Tensor::from_vec(x, (b, h, s, l), scores.device())?));
+    let mask: Option<&[f32]> = match &mask_storage {
+        None => None,
+        Some((st, layout)) => match &**st {
+            Storage::Cpu(CpuStorage::F32(d)) => {
+                d.get(layout.start_offset()..layout.start_offset() + b * s * l)
+            }
+            _ => None,
+        },
+    };
+    if mask_storage.is_some() && mask.is_none() {
+        return Ok(None);
     }
+    let mut x: Vec<f32> = scores.flatten_all()?.to_vec1()?;
     // One task per sequence and head: `s` rows.
     crate::team::for_each_chunk_mut(&mut x, s * l, |bh, rows| {
         let bi = bh / h;
         for (i, row) in rows.chunks_mut(l).enumerate() {
-            let m = mask
-                .as_deref()
-                .map(|m| &m[(bi * s + i) * l..(bi * s + i + 1) * l]);
+            let m = mask.map(|m| &m[(bi * s + i) * l..(bi * s + i + 1) * l]);
             crate::fast_exp::vectorized(|| softmax_row(row, m));
         }
     });

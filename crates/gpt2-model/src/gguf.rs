@@ -64,7 +64,6 @@ use candle_core::quantized::{GgmlDType, QStorage, QTensor};
 use candle_core::{DType, Device, Tensor};
 use gpt2_tokenizer::Tokenizer;
 use gpt2_weights::{Config, SharedBytes, Weights, WeightsError};
-use half::f16;
 
 use crate::attention::CausalSelfAttention;
 use crate::block::Block;
@@ -74,7 +73,7 @@ use crate::layer_norm::LayerNorm;
 use crate::linear::Conv1D;
 use crate::mlp::Mlp;
 use crate::model::{Gpt2, LoadOptions, Quantization};
-use crate::q8::{self, Q8Matrix, BLOCK};
+use crate::q8::{Q8Matrix, BLOCK};
 
 /// The weight file of a GGUF model directory.
 pub const GGUF_FILE: &str = "model.gguf";
@@ -85,9 +84,6 @@ pub const GGUF_VERSION: u32 = 3;
 
 /// `general.file_type` of a file whose matrices are Q8_0 (llama.cpp's `LLAMA_FTYPE_MOSTLY_Q8_0`).
 pub const FILE_TYPE_MOSTLY_Q8_0: u32 = 7;
-
-/// Bytes of one GGML `block_q8_0`: an f16 scale, then 32 `i8`.
-const Q8_0_BLOCK_BYTES: usize = q8::BLOCK_BYTES;
 
 /// Everything that can be wrong with a GGUF file.
 #[derive(Debug, thiserror::Error)]
@@ -346,11 +342,7 @@ fn metadata(config: &Config, opts: &GgufOptions<'_>) -> Result<Vec<(String, Valu
 /// `q`'s GGML `block_q8_0`s as a candle tensor to write; `values` are the weights `q` was
 /// quantized from (for the error when one is too large for an f16 scale).
 fn q8_0_qtensor(q: &Q8Matrix, name: &str, values: &[f32]) -> Result<QTensor> {
-    let blocks = q.blocks();
-    let overflow = blocks
-        .chunks_exact(Q8_0_BLOCK_BYTES)
-        .any(|b| !f16::from_le_bytes([b[0], b[1]]).is_finite());
-    if overflow {
+    if q.scales().iter().any(|d| !d.is_finite()) {
         // The block holding the largest weight overflows, so that is the one to name.
         let amax = values.iter().fold(0f32, |m, v| m.max(v.abs()));
         return Err(GgufError::ScaleOverflow {
@@ -359,6 +351,7 @@ fn q8_0_qtensor(q: &Q8Matrix, name: &str, values: &[f32]) -> Result<QTensor> {
         }
         .into());
     }
+    let blocks = q.blocks();
     // Copied into u16s: candle reads the bytes as `BlockQ8_0`s, which are 2-byte aligned.
     let mut buf = vec![0u16; blocks.len() / 2];
     bytemuck::cast_slice_mut::<u16, u8>(&mut buf).copy_from_slice(blocks);
@@ -1134,6 +1127,23 @@ mod tests {
             wte_quantized: Some(Arc::new(wte)),
         };
         Gpt2::from_layers(config, embeddings, h, ln("ln_f"), &LoadOptions::q8_0())
+    }
+
+    #[test]
+    fn a_weight_too_large_for_an_f16_scale_is_an_error_naming_it() {
+        let mut values = vec![0.5f32; 64];
+        values[40] = -1e8; // d = 1e8 / 127 > 65504
+        let q = Q8Matrix::from_rows(&values, 1, 64);
+        match q8_0_qtensor(&q, "h.0.mlp.c_fc.weight", &values) {
+            Err(ModelError::Gguf(GgufError::ScaleOverflow { name, amax })) => {
+                assert_eq!(name, "h.0.mlp.c_fc.weight");
+                assert_eq!(amax, 1e8);
+            }
+            other => panic!("expected ScaleOverflow, got {:?}", other.map(|_| ())),
+        }
+        values[40] = 1000.0;
+        let q = Q8Matrix::from_rows(&values, 1, 64);
+        assert!(q8_0_qtensor(&q, "x", &values).is_ok());
     }
 
     #[test]

@@ -14,8 +14,6 @@
 //! widening the weights to f32 in registers. Longer products (prefill) dequantize the matrix
 //! once and run an f32 gemm.
 
-use std::ops::Deref;
-
 use gpt2_weights::SharedBytes;
 use half::f16;
 use rayon::prelude::*;
@@ -26,34 +24,15 @@ pub const BLOCK: usize = 32;
 /// Bytes per block: the f16 scale, then [`BLOCK`] `i8` values (GGML's `block_q8_0`).
 pub const BLOCK_BYTES: usize = 34;
 
-/// Where a matrix's blocks live.
-#[derive(Clone)]
-enum Blocks {
-    /// Quantized here (or read into memory), in transparent huge pages where Linux gives
-    /// them.
-    Owned(std::sync::Arc<Vec<u8>>),
-    /// In place in a mapped file (a GGUF model).
-    Mapped(SharedBytes),
-}
-
-impl Deref for Blocks {
-    type Target = [u8];
-    fn deref(&self) -> &[u8] {
-        match self {
-            Blocks::Owned(v) => v,
-            Blocks::Mapped(b) => b,
-        }
-    }
-}
-
 /// A `[rows, k]` matrix in Q8_0 blocks along `k` (`k` a multiple of [`BLOCK`]). Cheap to
 /// clone (the blocks are shared).
 #[derive(Clone)]
 pub struct Q8Matrix {
     rows: usize,
     k: usize,
-    /// `[rows, k / BLOCK]` blocks of [`BLOCK_BYTES`].
-    blocks: Blocks,
+    /// `[rows, k / BLOCK]` blocks of [`BLOCK_BYTES`]: quantized here (in memory, in
+    /// transparent huge pages where Linux gives them), or in place in a mapped GGUF file.
+    blocks: SharedBytes,
 }
 
 impl std::fmt::Debug for Q8Matrix {
@@ -173,7 +152,7 @@ impl Q8Matrix {
         Self {
             rows,
             k,
-            blocks: Blocks::Owned(std::sync::Arc::new(blocks)),
+            blocks: SharedBytes::from_vec(blocks),
         }
     }
 
@@ -215,7 +194,7 @@ impl Q8Matrix {
         Self::blocks_fit(rows, k, bytes.len()).then(|| Self {
             rows,
             k,
-            blocks: Blocks::Mapped(bytes),
+            blocks: bytes,
         })
     }
 
@@ -234,7 +213,7 @@ impl Q8Matrix {
 
     /// Whether the blocks are read in place from a mapped file.
     pub fn is_mapped(&self) -> bool {
-        matches!(self.blocks, Blocks::Mapped(_))
+        self.blocks.is_mapped()
     }
 
     /// The block scales as f32, `[rows, k / 32]` row-major.

@@ -93,6 +93,24 @@ impl SharedBytes {
         })
     }
 
+    /// Bytes held in memory (not mapped), behind the same handle: for a consumer that keeps
+    /// either kind, such as a matrix quantized in memory or read in place from a file.
+    ///
+    /// ```
+    /// use gpt2_weights::SharedBytes;
+    /// let b = SharedBytes::from_vec(vec![1, 2, 3]);
+    /// assert!(!b.is_mapped());
+    /// assert_eq!(&*b, &[1, 2, 3]);
+    /// ```
+    pub fn from_vec(bytes: Vec<u8>) -> SharedBytes {
+        let len = bytes.len();
+        SharedBytes {
+            backing: Arc::new(Backing::Owned(bytes)),
+            start: 0,
+            len,
+        }
+    }
+
     /// The `len` bytes at `start` of these bytes, sharing the same map; `None` when out of
     /// range.
     pub fn slice(&self, start: usize, len: usize) -> Option<SharedBytes> {

@@ -504,7 +504,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             generated_tokens: ids.len(),
             decode_ms: decode_time.as_secs_f64() * 1e3,
             decode_tok_per_s: per_s(ids.len(), decode_time.as_secs_f64()),
-            peak_rss_mib: peak_rss_mib(),
+            // Read only when it is printed.
+            peak_rss_mib: args.stats.then(peak_rss_mib).flatten(),
         };
         if args.stats {
             let mut err = stderr.lock();
