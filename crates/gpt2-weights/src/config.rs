@@ -96,9 +96,17 @@ impl Config {
                 self.n_embd, self.n_head
             )));
         }
-        if !(self.layer_norm_epsilon.is_finite() && self.layer_norm_epsilon > 0.0) {
+        // The model computes in f32 (and GGUF stores it as f32): 1e308 would be inf there,
+        // 1e-50 zero.
+        let eps32 = self.layer_norm_epsilon as f32;
+        if !(self.layer_norm_epsilon.is_finite()
+            && self.layer_norm_epsilon > 0.0
+            && eps32.is_finite()
+            && eps32 > 0.0)
+        {
             return Err(bad(format!(
-                "layer_norm_epsilon must be a positive number, found {}",
+                "layer_norm_epsilon must be a positive number that stays finite and positive as \
+                 an f32, found {}",
                 self.layer_norm_epsilon
             )));
         }

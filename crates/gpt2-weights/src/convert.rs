@@ -30,7 +30,8 @@ use crate::{Config, Dtype, Layout, TensorView, Weights, WeightsError};
 ///     .into_iter()
 ///     .map(|(name, shape)| {
 ///         let n: usize = shape.iter().product();
-///         (name, TensorView { dtype: Dtype::F32, shape, data: Cow::Owned(vec![0u8; 4 * n]) })
+///         let data = Cow::Owned(vec![0u8; 4 * n]);
+///         (name, TensorView { dtype: Dtype::F32, shape, transposed: false, data })
 ///     })
 ///     .collect();
 /// let dir = tempfile::tempdir()?;
@@ -60,13 +61,17 @@ pub fn save_hf_with_files(
     write_hf_dir(to, config, views, files)
 }
 
-/// Converts a model directory of either layout (typically OpenAI's release) into a
-/// Hugging Face layout directory at `to`, with every tensor stored as `dtype`.
+/// Converts a model of any layout (typically OpenAI's release) into a Hugging Face layout
+/// directory at `to`, with every tensor stored as `dtype` (a float dtype: safetensors has no
+/// Q8_0; write GGUF with [`gguf::convert_to_gguf`](crate::gguf::convert_to_gguf)).
 ///
 /// - Every tensor is read through [`Weights::tensor`], so TensorFlow checksums are
 ///   verified before anything is renamed into place.
 /// - `f32` from `f32` is lossless (the bytes are copied as they are); `f16`/`bf16` round
-///   to nearest even.
+///   to nearest even. A finite weight too large for f16 (`|w| > 65504`) is an error naming
+///   the tensor, not an infinity.
+/// - A GGUF source is dequantized (Q8_0) and its transposed matrices written in Hugging
+///   Face's `[in, out]` order.
 /// - Tokenizer files come along: from an OpenAI directory `encoder.json` → `vocab.json`
 ///   and `vocab.bpe` → `merges.txt`; from a Hugging Face directory `vocab.json`,
 ///   `merges.txt`, `tokenizer.json`, `tokenizer_config.json`,
@@ -86,10 +91,22 @@ pub fn convert(from: &Path, to: &Path, dtype: Dtype) -> Result<(), WeightsError>
     if to.symlink_metadata().is_ok() {
         return Err(WeightsError::DestinationExists(to.to_path_buf()));
     }
+    if !dtype.is_float() {
+        return Err(WeightsError::Unsupported {
+            file: to.display().to_string(),
+            message: format!(
+                "safetensors cannot store {dtype}; write a GGUF model for Q8_0 \
+                 (gguf::convert_to_gguf)"
+            ),
+        });
+    }
     let weights = Weights::open(from)?;
     let mut tensors = Vec::new();
     for name in weights.names() {
         let view = weights.tensor(name)?;
+        if dtype == Dtype::F16 && view.dtype != Dtype::F16 {
+            check_f16_range(from, name, &view)?;
+        }
         tensors.push((name, Cast { view, dtype }));
     }
     let files = tokenizer_files(from, weights.layout());
@@ -99,7 +116,7 @@ pub fn convert(from: &Path, to: &Path, dtype: Dtype) -> Result<(), WeightsError>
 /// The tokenizer (and generation) files that [`convert`] copies from a model directory of
 /// `layout`, as `(source path, file name in the new directory)` pairs, for those present:
 /// from an OpenAI directory `encoder.json` → `vocab.json` and `vocab.bpe` → `merges.txt`;
-/// from a Hugging Face directory `vocab.json`, `merges.txt`, `tokenizer.json`,
+/// from a Hugging Face or GGUF directory `vocab.json`, `merges.txt`, `tokenizer.json`,
 /// `tokenizer_config.json`, `special_tokens_map.json` and `generation_config.json`.
 ///
 /// ```
@@ -113,7 +130,7 @@ pub fn convert(from: &Path, to: &Path, dtype: Dtype) -> Result<(), WeightsError>
 pub fn tokenizer_files(from: &Path, layout: Layout) -> Vec<(PathBuf, String)> {
     let pairs: &[(&str, &str)] = match layout {
         Layout::OpenAi => &[("encoder.json", "vocab.json"), ("vocab.bpe", "merges.txt")],
-        Layout::HuggingFace => &[
+        Layout::HuggingFace | Layout::Gguf => &[
             ("vocab.json", "vocab.json"),
             ("merges.txt", "merges.txt"),
             ("tokenizer.json", "tokenizer.json"),
@@ -129,6 +146,27 @@ pub fn tokenizer_files(from: &Path, layout: Layout) -> Vec<(PathBuf, String)> {
         .collect()
 }
 
+/// Refuses a finite value that f16 cannot hold (it would become an infinity).
+fn check_f16_range(from: &Path, name: &str, view: &TensorView<'_>) -> Result<(), WeightsError> {
+    const F16_MAX: f32 = 65504.0;
+    let mut worst = 0f32;
+    view.for_each_f32(|v| {
+        if v.is_finite() && v.abs() > worst.abs() {
+            worst = v;
+        }
+    });
+    if worst.abs() > F16_MAX {
+        return Err(WeightsError::Unsupported {
+            file: from.display().to_string(),
+            message: format!(
+                "tensor `{name}` holds {worst:e}, beyond f16's range (|w| at most 65504); \
+                 convert to f32 or bf16 instead"
+            ),
+        });
+    }
+    Ok(())
+}
+
 /// A tensor cast to `dtype` when the safetensors writer asks for its bytes.
 struct Cast<'a> {
     view: TensorView<'a>,
@@ -137,7 +175,10 @@ struct Cast<'a> {
 
 impl safetensors::View for Cast<'_> {
     fn dtype(&self) -> safetensors::Dtype {
-        self.dtype.to_safetensors()
+        // A float dtype: `convert` refuses Q8_0 before anything is written.
+        self.dtype
+            .to_safetensors()
+            .unwrap_or(safetensors::Dtype::F32)
     }
     fn shape(&self) -> &[usize] {
         &self.view.shape
@@ -149,7 +190,9 @@ impl safetensors::View for Cast<'_> {
         }
     }
     fn data_len(&self) -> usize {
-        self.view.num_elements() * self.dtype.size_in_bytes()
+        self.dtype
+            .byte_len(self.view.num_elements())
+            .unwrap_or(usize::MAX)
     }
 }
 
@@ -165,7 +208,8 @@ impl Shaped for &TensorView<'_> {
     fn len_ok(&self) -> bool {
         self.shape
             .iter()
-            .try_fold(self.dtype.size_in_bytes(), |a, &d| a.checked_mul(d))
+            .try_fold(1usize, |a, &d| a.checked_mul(d))
+            .and_then(|n| self.dtype.byte_len(n))
             == Some(self.data.len())
     }
 }

@@ -85,6 +85,28 @@ pub enum WeightsError {
         /// What is not supported.
         message: String,
     },
+    /// A GGUF metadata entry is missing, of the wrong type, or has an impossible value.
+    #[error("{}: metadata `{key}`: expected {expected}, found {found}", file.display())]
+    Metadata {
+        /// The GGUF file.
+        file: PathBuf,
+        /// The metadata key (cut to a few hundred bytes).
+        key: String,
+        /// What was expected.
+        expected: String,
+        /// What was found (a short description; quoted input is cut to a few hundred bytes).
+        found: String,
+    },
+    /// Weights that cannot be stored as Q8_0 (NaN, infinity, a scale too large for f16).
+    #[error("{}: tensor `{tensor}`: {source}", file.display())]
+    Quantize {
+        /// The file being written.
+        file: PathBuf,
+        /// The canonical tensor name.
+        tensor: String,
+        /// What is wrong.
+        source: crate::q8_0::Q8Error,
+    },
     /// The destination of a conversion already exists.
     #[error("{}: already exists; remove it or choose another destination", .0.display())]
     DestinationExists(PathBuf),
@@ -100,6 +122,20 @@ pub enum WeightsError {
     },
 }
 
+/// `s` cut to at most 200 bytes (at a character boundary), marked when cut: for quoting input
+/// in messages.
+pub(crate) fn cut(s: &str) -> String {
+    const MAX: usize = 200;
+    if s.len() <= MAX {
+        return s.to_string();
+    }
+    let mut end = MAX;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}... ({} bytes)", &s[..end], s.len())
+}
+
 fn source_prefix(file: &Option<PathBuf>) -> String {
     match file {
         Some(p) => format!("{}: ", p.display()),
@@ -112,6 +148,19 @@ impl WeightsError {
         WeightsError::Io {
             path: path.into(),
             source,
+        }
+    }
+    pub(crate) fn metadata(
+        file: &std::path::Path,
+        key: &str,
+        expected: impl Into<String>,
+        found: impl Into<String>,
+    ) -> Self {
+        WeightsError::Metadata {
+            file: file.to_path_buf(),
+            key: cut(key),
+            expected: expected.into(),
+            found: found.into(),
         }
     }
     pub(crate) fn format(file: impl fmt::Display, message: impl Into<String>) -> Self {

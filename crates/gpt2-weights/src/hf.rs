@@ -112,6 +112,7 @@ fn read_safetensors(
             stored_name: name,
             dtype,
             shape: info.shape.clone(),
+            transposed: false,
             file: index,
             start: base + s,
             len: e - s,

@@ -60,8 +60,10 @@
 mod config;
 mod convert;
 mod error;
+pub mod gguf;
 mod hf;
 mod names;
+pub mod q8_0;
 mod tensor;
 pub mod tf;
 mod weights;

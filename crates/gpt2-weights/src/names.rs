@@ -115,6 +115,90 @@ pub(crate) fn is_hf_buffer(canonical: &str) -> bool {
         && (tail == "attn.bias" || tail == "attn.masked_bias")
 }
 
+/// How GGUF stores a canonical tensor (llama.cpp's GPT-2 convention).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum GgufStored {
+    /// `wte` `[n_vocab, n_embd]`: Q8_0 (in the files this crate writes), the same shape.
+    Embedding,
+    /// A `Conv1D` weight `[in, out]`: stored transposed, `[out, in]` (Q8_0 when written here).
+    Conv1D,
+    /// Vectors and `wpe`: F32, the same shape.
+    F32,
+}
+
+/// The per-block parts: (canonical part after `h.N.`, GGUF part after `blk.N.`, whether its
+/// `.weight` is a `Conv1D` weight). The one table both directions are read from.
+const GGUF_BLOCK_PARTS: [(&str, &str, bool); 6] = [
+    ("ln_1", "attn_norm", false),
+    ("attn.c_attn", "attn_qkv", true),
+    ("attn.c_proj", "attn_output", true),
+    ("ln_2", "ffn_norm", false),
+    ("mlp.c_fc", "ffn_up", true),
+    ("mlp.c_proj", "ffn_down", true),
+];
+
+/// The top-level parts: (canonical, GGUF).
+const GGUF_TOP_PARTS: [(&str, &str); 3] = [
+    ("wte", "token_embd"),
+    ("wpe", "position_embd"),
+    ("ln_f", "output_norm"),
+];
+
+/// The GGUF name of a canonical tensor name (`h.0.attn.c_attn.weight` →
+/// `blk.0.attn_qkv.weight`) and how it is stored. `None` for names that are not GPT-2's.
+pub(crate) fn canonical_to_gguf(canonical: &str) -> Option<(String, GgufStored)> {
+    let (base, suffix) = canonical.rsplit_once('.')?;
+    if suffix != "weight" && suffix != "bias" {
+        return None;
+    }
+    if let Some(&(_, g)) = GGUF_TOP_PARTS.iter().find(|(c, _)| *c == base) {
+        let how = if base == "wte" && suffix == "weight" {
+            GgufStored::Embedding
+        } else {
+            GgufStored::F32
+        };
+        return Some((format!("{g}.{suffix}"), how));
+    }
+    let (layer, part) = base.strip_prefix("h.")?.split_once('.')?;
+    let layer = parse_layer(layer)?;
+    let &(_, g, conv) = GGUF_BLOCK_PARTS.iter().find(|(c, _, _)| *c == part)?;
+    let how = if conv && suffix == "weight" {
+        GgufStored::Conv1D
+    } else {
+        GgufStored::F32
+    };
+    Some((format!("blk.{layer}.{g}.{suffix}"), how))
+}
+
+/// The canonical name of a GGUF tensor name and how it is stored; `output.weight` (llama.cpp's
+/// LM head) is `lm_head.weight`. `None` for names that are not GPT-2's.
+pub(crate) fn gguf_to_canonical(name: &str) -> Option<(String, GgufStored)> {
+    if name == "output.weight" {
+        return Some(("lm_head.weight".into(), GgufStored::Embedding));
+    }
+    let (base, suffix) = name.rsplit_once('.')?;
+    if suffix != "weight" && suffix != "bias" {
+        return None;
+    }
+    let canonical = if let Some(&(c, _)) = GGUF_TOP_PARTS.iter().find(|(_, g)| *g == base) {
+        format!("{c}.{suffix}")
+    } else {
+        let (layer, part) = base.strip_prefix("blk.")?.split_once('.')?;
+        let layer = parse_layer(layer)?;
+        let &(c, _, _) = GGUF_BLOCK_PARTS.iter().find(|(_, g, _)| *g == part)?;
+        format!("h.{layer}.{c}.{suffix}")
+    };
+    let how = canonical_to_gguf(&canonical)?.1;
+    Some((canonical, how))
+}
+
+/// A layer index written without sign or leading zeros.
+fn parse_layer(s: &str) -> Option<usize> {
+    let plain =
+        !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) && (s == "0" || !s.starts_with('0'));
+    plain.then(|| s.parse().ok()).flatten()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -139,6 +223,64 @@ mod tests {
         );
         assert_eq!(openai_to_canonical("global_step"), None);
         assert_eq!(openai_to_canonical("model/h0/x.y/w"), None);
+    }
+
+    #[test]
+    fn gguf_names_follow_llama_cpp_both_ways() {
+        for (canonical, name, how) in [
+            ("wte.weight", "token_embd.weight", GgufStored::Embedding),
+            ("wpe.weight", "position_embd.weight", GgufStored::F32),
+            ("h.3.ln_1.bias", "blk.3.attn_norm.bias", GgufStored::F32),
+            (
+                "h.0.attn.c_attn.weight",
+                "blk.0.attn_qkv.weight",
+                GgufStored::Conv1D,
+            ),
+            (
+                "h.0.attn.c_proj.bias",
+                "blk.0.attn_output.bias",
+                GgufStored::F32,
+            ),
+            (
+                "h.11.ln_2.weight",
+                "blk.11.ffn_norm.weight",
+                GgufStored::F32,
+            ),
+            (
+                "h.1.mlp.c_fc.weight",
+                "blk.1.ffn_up.weight",
+                GgufStored::Conv1D,
+            ),
+            (
+                "h.1.mlp.c_proj.weight",
+                "blk.1.ffn_down.weight",
+                GgufStored::Conv1D,
+            ),
+            ("ln_f.bias", "output_norm.bias", GgufStored::F32),
+        ] {
+            assert_eq!(canonical_to_gguf(canonical), Some((name.to_string(), how)));
+            assert_eq!(gguf_to_canonical(name), Some((canonical.to_string(), how)));
+        }
+        assert!(canonical_to_gguf("h.0.attn.bias").is_none());
+        assert!(canonical_to_gguf("lm_head.weight").is_none());
+        assert!(gguf_to_canonical("blk.01.ffn_up.weight").is_none());
+        assert!(gguf_to_canonical("blk.0.ffn_gate.weight").is_none());
+        assert_eq!(
+            gguf_to_canonical("output.weight").map(|c| c.0).as_deref(),
+            Some("lm_head.weight")
+        );
+        let c = Config {
+            n_vocab: 8,
+            n_ctx: 4,
+            n_embd: 4,
+            n_head: 2,
+            n_layer: 2,
+            layer_norm_epsilon: 1e-5,
+        };
+        for (name, _) in expected_shapes(&c) {
+            let (g, _) = canonical_to_gguf(&name).unwrap();
+            assert_eq!(gguf_to_canonical(&g).unwrap().0, name);
+        }
     }
 
     #[test]

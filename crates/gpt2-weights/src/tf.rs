@@ -714,6 +714,7 @@ fn build(
             dtype: e.dtype(),
             canonical,
             shape,
+            transposed: false,
             file: e.shard_id as usize,
             start: usize::try_from(e.offset).map_err(|_| too_big())?,
             len: usize::try_from(e.size).map_err(|_| too_big())?,

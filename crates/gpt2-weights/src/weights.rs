@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use crate::error::Mismatch;
+use crate::gguf::GgufFile;
 use crate::names::expected_shapes;
 use crate::{Config, Dtype, Layout, TensorView, WeightsError};
 
@@ -143,6 +144,15 @@ impl std::fmt::Debug for SharedBytes {
 }
 
 impl DataFile {
+    /// A data file over bytes already mapped (a whole file, as [`SharedBytes::map_file`] gives).
+    pub fn from_shared(path: &Path, bytes: &SharedBytes) -> DataFile {
+        debug_assert_eq!(bytes.start, 0);
+        DataFile {
+            path: path.to_path_buf(),
+            bytes: bytes.backing.clone(),
+        }
+    }
+
     /// Memory-maps `path` read-only.
     pub fn map(path: &Path) -> Result<DataFile, WeightsError> {
         let file = File::open(path).map_err(|e| WeightsError::io(path, e))?;
@@ -173,7 +183,10 @@ pub(crate) struct RawTensor {
     pub canonical: Option<String>,
     /// The dtype, or a description of an unsupported one.
     pub dtype: Result<Dtype, String>,
+    /// The canonical shape.
     pub shape: Vec<usize>,
+    /// Whether the bytes hold the transpose (see [`TensorView::transposed`]).
+    pub transposed: bool,
     /// Index into the data files.
     pub file: usize,
     pub start: usize,
@@ -187,6 +200,7 @@ struct Entry {
     stored_name: String,
     dtype: Dtype,
     shape: Vec<usize>,
+    transposed: bool,
     file: usize,
     start: usize,
     len: usize,
@@ -205,9 +219,11 @@ pub struct TensorInfo<'a> {
     pub dtype: Dtype,
     /// Canonical shape (OpenAI's leading 1 of `[1, in, out]` weights removed).
     pub shape: &'a [usize],
+    /// Whether the data hold the transpose (see [`TensorView::transposed`]).
+    pub transposed: bool,
 }
 
-/// An opened, validated GPT-2 model directory of either layout.
+/// An opened, validated GPT-2 model of any [`Layout`].
 ///
 /// Opening reads the config and the tensor index, checks every tensor's name and shape
 /// against the config (reporting all missing, unexpected and wrongly shaped tensors
@@ -231,6 +247,7 @@ pub struct Weights {
     files: Vec<DataFile>,
     entries: Vec<Entry>,
     by_name: HashMap<String, usize>,
+    gguf: Option<Box<GgufFile>>,
 }
 
 impl std::fmt::Debug for Weights {
@@ -247,37 +264,52 @@ impl std::fmt::Debug for Weights {
 
 const HF_LOOKED_FOR: &str = "config.json with model.safetensors or model.safetensors.index.json \
     (Hugging Face layout)";
+const GGUF_LOOKED_FOR: &str = "model.gguf (GGUF)";
 const OPENAI_LOOKED_FOR: &str = "hparams.json with checkpoint and model.ckpt.index / \
     .data-NNNNN-of-MMMMM (OpenAI layout)";
 
 impl Weights {
-    /// Opens a model directory, detecting its layout (see [`detect_layout`](Self::detect_layout)).
+    /// Opens a model directory (or a `*.gguf` file), detecting its layout (see
+    /// [`detect_layout`](Self::detect_layout)).
     pub fn open(dir: &Path) -> Result<Weights, WeightsError> {
         let layout = Self::detect_layout(dir)?;
         Self::open_layout(dir, layout)
     }
 
-    /// Opens a model directory of a given layout.
+    /// Opens a model directory of a given layout ([`Layout::Gguf`]: a directory holding
+    /// `model.gguf`, or a `*.gguf` file).
     pub fn open_layout(dir: &Path, layout: Layout) -> Result<Weights, WeightsError> {
         match layout {
             Layout::HuggingFace => crate::hf::open(dir),
             Layout::OpenAi => crate::tf::open(dir),
+            Layout::Gguf => match crate::gguf::find_gguf(dir) {
+                Some(file) => crate::gguf::open_weights(dir, &file),
+                None => Err(WeightsError::MissingFile {
+                    path: dir.join(crate::gguf::GGUF_FILE),
+                    needed_for: "a GGUF model (or give the path of a `.gguf` file)".into(),
+                }),
+            },
         }
     }
 
-    /// Which layout a directory holds.
+    /// Which layout a path holds.
     ///
-    /// Hugging Face when it has `config.json` and `model.safetensors` (or
-    /// `model.safetensors.index.json`); otherwise OpenAI when it has `hparams.json`,
-    /// `checkpoint` or `model.ckpt.index`. Anything else is an error that lists what was
-    /// looked for.
+    /// GGUF when it is a file named `*.gguf` or a directory holding `model.gguf` (preferred
+    /// over the other layouts' files beside it); Hugging Face when it has `config.json` and
+    /// `model.safetensors` (or `model.safetensors.index.json`); otherwise OpenAI when it has
+    /// `hparams.json`, `checkpoint` or `model.ckpt.index`. Anything else is an error that
+    /// lists what was looked for.
     pub fn detect_layout(dir: &Path) -> Result<Layout, WeightsError> {
         let meta = std::fs::metadata(dir).map_err(|e| WeightsError::io(dir, e))?;
+        if crate::gguf::find_gguf(dir).is_some() {
+            return Ok(Layout::Gguf);
+        }
         if !meta.is_dir() {
             return Err(WeightsError::UnknownLayout {
                 dir: dir.to_path_buf(),
                 looked_for: format!(
-                    "a directory (found a file) holding {HF_LOOKED_FOR}, or {OPENAI_LOOKED_FOR}"
+                    "a directory (found a file) holding {GGUF_LOOKED_FOR}, {HF_LOOKED_FOR}, or \
+                     {OPENAI_LOOKED_FOR}; or a `.gguf` file"
                 ),
             });
         }
@@ -294,7 +326,7 @@ impl Weights {
         }
         Err(WeightsError::UnknownLayout {
             dir: dir.to_path_buf(),
-            looked_for: format!("{HF_LOOKED_FOR}, or {OPENAI_LOOKED_FOR}"),
+            looked_for: format!("{GGUF_LOOKED_FOR}, {HF_LOOKED_FOR}, or {OPENAI_LOOKED_FOR}"),
         })
     }
 
@@ -312,7 +344,7 @@ impl Weights {
         let mut unexpected = Vec::new();
         for (i, t) in raw.iter().enumerate() {
             match t.canonical.as_deref() {
-                Some("lm_head.weight") if layout == Layout::HuggingFace => lm_head = Some(i),
+                Some("lm_head.weight") if layout != Layout::OpenAi => lm_head = Some(i),
                 Some(c) => {
                     if let Some(&j) = found.get(c) {
                         return Err(WeightsError::format(
@@ -363,7 +395,7 @@ impl Weights {
             let dtype = t.dtype.clone().map_err(|d| WeightsError::Unsupported {
                 file: files[t.file].path.display().to_string(),
                 message: format!(
-                    "tensor `{}` has dtype {d}; expected f32, f16 or bf16",
+                    "tensor `{}` has dtype {d}; expected f32, f16, bf16 (or q8_0 in GGUF)",
                     t.stored_name
                 ),
             })?;
@@ -373,6 +405,7 @@ impl Weights {
                 stored_name: t.stored_name.clone(),
                 dtype,
                 shape: t.shape.clone(),
+                transposed: t.transposed,
                 file: t.file,
                 start: t.start,
                 len: t.len,
@@ -394,6 +427,7 @@ impl Weights {
             files,
             entries,
             by_name,
+            gguf: None,
         };
         if let Some(i) = lm_head {
             weights.check_lm_head(&raw[i])?;
@@ -406,6 +440,7 @@ impl Weights {
         let file = &self.files[t.file];
         let same = t.dtype.as_ref().ok() == Some(&wte.dtype)
             && t.shape == wte.shape
+            && t.transposed == wte.transposed
             && t.start
                 .checked_add(t.len)
                 .and_then(|end| file.bytes.get(t.start..end))
@@ -441,9 +476,20 @@ impl Weights {
         self.dtype
     }
 
-    /// The directory the weights were opened from.
+    /// The directory the weights were opened from (for a GGUF model opened by its file's
+    /// path, that path).
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// The GGUF file, for a [`Layout::Gguf`] model: its metadata (`general.name`, the
+    /// tokenizer lists via [`GgufFile::tokenizer_lists`]), version and tensor infos.
+    pub fn gguf(&self) -> Option<&GgufFile> {
+        self.gguf.as_deref()
+    }
+
+    pub(crate) fn set_gguf(&mut self, file: GgufFile) {
+        self.gguf = Some(Box::new(file));
     }
 
     /// Canonical tensor names, in model order (see [`expected_tensors`](crate::expected_tensors)).
@@ -459,6 +505,7 @@ impl Weights {
             stored_name: &e.stored_name,
             dtype: e.dtype,
             shape: &e.shape,
+            transposed: e.transposed,
         })
     }
 
@@ -501,6 +548,7 @@ impl Weights {
         Ok(TensorView {
             dtype: e.dtype,
             shape: e.shape.clone(),
+            transposed: e.transposed,
             data: Cow::Borrowed(data),
         })
     }
@@ -537,7 +585,8 @@ fn check_extent(files: &[DataFile], t: &RawTensor, dtype: Dtype) -> Result<(), W
     let want = t
         .shape
         .iter()
-        .try_fold(dtype.size_in_bytes(), |a, &d| a.checked_mul(d));
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .and_then(|n| dtype.byte_len(n));
     if want != Some(t.len) {
         return Err(WeightsError::format(
             file.path.display(),
@@ -546,7 +595,10 @@ fn check_extent(files: &[DataFile], t: &RawTensor, dtype: Dtype) -> Result<(), W
                 t.stored_name,
                 t.len,
                 t.shape,
-                want.map_or("more than fits in memory".to_string(), |w| w.to_string())
+                want.map_or(
+                    "more than fits in memory (or not whole blocks)".to_string(),
+                    |w| w.to_string()
+                )
             ),
         ));
     }

@@ -35,6 +35,7 @@ fn hf_tensors() -> Vec<(String, TensorView<'static>)> {
             let owned = TensorView {
                 dtype: t.dtype,
                 shape: t.shape.clone(),
+                transposed: false,
                 data: Cow::Owned(t.data.into_owned()),
             };
             (n.to_string(), owned)

@@ -74,6 +74,7 @@ fn transformers_style_names_and_buffers() {
     let mask = gpt2_weights::TensorView {
         dtype: Dtype::F32,
         shape: vec![1, 1, 16, 16],
+        transposed: false,
         data: Cow::Owned(vec![0u8; 16 * 16 * 4]),
     };
     tensors.push(("transformer.h.0.attn.bias".into(), mask.clone()));
