@@ -13,7 +13,7 @@
 //! count and length against the bytes left (a count of 2⁶³ is an error, not an allocation),
 //! at most [`MAX_DIMS`] dimensions whose product does not overflow, unique tensor names,
 //! offsets aligned, inside the file and not overlapping, a nonzero power-of-two alignment.
-//! Tensor data are then handed out in place ([`GgufFile::tensor_bytes`]). [`write`] writes
+//! Tensor data are then handed out in place ([`GgufFile::tensor_bytes`]). [`write()`] writes
 //! version 3, alignment 32, in exactly the layout candle's `gguf_file::write` produces.
 //!
 //! It is written here rather than taken from candle because this crate has no tensor
@@ -68,10 +68,10 @@ use crate::{Config, Dtype, Layout, SharedBytes, Weights, WeightsError};
 /// The weight file of a GGUF model directory.
 pub const GGUF_FILE: &str = "model.gguf";
 
-/// The GGUF version [`write`] writes.
+/// The GGUF version [`write()`] writes.
 pub const GGUF_VERSION: u32 = 3;
 
-/// The data alignment [`write`] uses, and the default when `general.alignment` is absent.
+/// The data alignment [`write()`] uses, and the default when `general.alignment` is absent.
 pub const DEFAULT_ALIGNMENT: u64 = 32;
 
 /// The most dimensions a tensor may have (GGML's `GGML_MAX_DIMS`).
@@ -894,7 +894,7 @@ impl GgufFile {
     }
 }
 
-/// One tensor for [`write`].
+/// One tensor for [`write()`].
 #[derive(Debug, Clone, Copy)]
 pub struct GgufTensorOut<'a> {
     /// The name in the file.

@@ -63,8 +63,8 @@ impl SharedBytes {
     }
 
     /// A whole file, memory-mapped read-only (with the same transparent-huge-page advice as
-    /// the weight files): for a format this crate does not parse (e.g. a GGUF model) whose
-    /// reader wants its tensors in place, through [`slice`](Self::slice).
+    /// the weight files): what [`GgufFile::open`] reads, and for a reader of another format
+    /// that wants its tensors in place, through [`slice`](Self::slice).
     ///
     /// The file must not be truncated or rewritten in place while the bytes live (replacing
     /// it by a rename is fine): see [`Weights`].
