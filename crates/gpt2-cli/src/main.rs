@@ -49,18 +49,33 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// The longest error message (or cause) printed, in bytes; longer ones lose their middle.
+const MAX_MESSAGE: usize = 1000;
+
 fn main() -> ExitCode {
     keep_freed_memory();
-    // clap prints usage errors itself and exits with code 2.
-    let cli = Cli::parse();
+    // clap prints usage errors itself and exits with code 2; one that quotes a huge argument
+    // is cut first (an argument can be 128 KiB).
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) if err.use_stderr() && err.to_string().len() > MAX_MESSAGE => {
+            let message = gpt2_tokenizer::shorten_message(err.to_string(), MAX_MESSAGE);
+            let _ = writeln!(io::stderr().lock(), "{}", message.trim_end());
+            return ExitCode::from(2);
+        }
+        Err(err) => err.exit(),
+    };
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) if is_broken_pipe(&err) => ExitCode::SUCCESS,
         Err(err) => {
             let mut stderr = io::stderr().lock();
-            let _ = writeln!(stderr, "error: {err}");
+            // Every message is cut to a few hundred bytes: some quote the input (a line of a
+            // file, a JSON value) that was wrong, and that input may be megabytes long.
+            let brief = |message: String| gpt2_tokenizer::shorten_message(message, MAX_MESSAGE);
+            let _ = writeln!(stderr, "error: {}", brief(err.to_string()));
             for cause in err.chain().skip(1) {
-                let _ = writeln!(stderr, "  caused by: {cause}");
+                let _ = writeln!(stderr, "  caused by: {}", brief(cause.to_string()));
             }
             ExitCode::from(cmd::exit_code(&err))
         }

@@ -249,3 +249,56 @@ fn help_has_examples() {
         assert!(help.contains("Exit status"), "{help}");
     }
 }
+
+#[test]
+fn errors_about_huge_inputs_quote_only_a_little_of_them() {
+    let huge = "x".repeat(10 << 20);
+    // A 10 MB "id" on stdin.
+    let out = gpt2(&["detokenize"], huge.as_bytes());
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{}", &err[..err.len().min(300)]);
+    assert!(err.len() < 1500, "a {}-byte message", err.len());
+    assert!(
+        err.contains("not a token id") && err.contains("bytes in all"),
+        "{err}"
+    );
+
+    // A 10 MB line in merges.txt and a 10 MB token in vocab.json of a --vocab directory.
+    let dir = tempfile::tempdir().unwrap();
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../gpt2-tokenizer/data");
+    std::fs::copy(data.join("encoder.json"), dir.path().join("vocab.json")).unwrap();
+    std::fs::write(
+        dir.path().join("merges.txt"),
+        format!("#version: 0.2\n{huge}\n"),
+    )
+    .unwrap();
+    let vocab = dir.path().to_str().unwrap();
+    let out = gpt2(&["tokenize", "--vocab", vocab, "hi"], b"");
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(err.len() < 1500, "a {}-byte message", err.len());
+    assert!(
+        err.contains("line 2") && err.contains("bytes in all"),
+        "{err}"
+    );
+    std::fs::write(
+        dir.path().join("vocab.json"),
+        format!("{{\"{huge}\": 70000}}"),
+    )
+    .unwrap();
+    let out = gpt2(&["tokenize", "--vocab", vocab, "hi"], b"");
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(err.len() < 1500, "a {}-byte message", err.len());
+
+    // A 100 KiB command-line argument in a clap error.
+    let arg = "y".repeat(100 << 10);
+    let out = gpt2(&["generate", "--top-k", &arg, "x"], b"");
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(err.len() < 1500, "a {}-byte message", err.len());
+    assert!(
+        err.contains("--top-k") && err.contains("bytes cut"),
+        "{err}"
+    );
+}

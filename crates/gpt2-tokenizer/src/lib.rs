@@ -41,6 +41,10 @@
 //! `bytes.decode("utf-8", errors="replace")`: one U+FFFD per maximal invalid
 //! subsequence.
 //!
+//! Pieces of the split longer than [`MAX_PIECE_CHARS`] characters are encoded in
+//! chunks, which keeps time and memory linear; runs of one repeated character still get
+//! OpenAI's ids, other such pieces may differ next to a chunk boundary (see there).
+//!
 //! One caveat is inherent to regular expressions: which characters count as letters
 //! (`\p{L}`) and numbers (`\p{N}`) depends on the Unicode version of the regex engine.
 //! The `regex` crate's tables (used here, and by `fancy-regex`) follow **Unicode
@@ -72,7 +76,7 @@ use tokenizers::models::bpe::{Vocab, BPE};
 use tokenizers::Model;
 
 pub use error::{Error, Result};
-pub use escape::escape_bytes;
+pub use escape::{escape_bytes, excerpt, shorten_message, EXCERPT_BYTES};
 pub use load::Layout;
 pub use stream::StreamDecoder;
 
@@ -93,6 +97,34 @@ pub const END_OF_TEXT_TEXT: &str = "<|endoftext|>";
 
 /// The number of tokens in GPT-2's vocabulary (50,000 merges + 256 bytes + `<|endoftext|>`).
 pub const GPT2_VOCAB_SIZE: usize = 50257;
+
+/// The longest piece of GPT-2's pre-tokenization split, in characters, that is encoded
+/// as one BPE word (65,536).
+///
+/// A longer piece, which only pathological text has (64 K letters, digits,
+/// punctuation characters or spaces in a row, e.g. `aaaa…`), is cut into chunks, each
+/// a BPE word of its own: chunks of exactly `MAX_PIECE_CHARS / 2` characters are taken
+/// from its front while more than `MAX_PIECE_CHARS` characters remain, and the rest
+/// (more than `MAX_PIECE_CHARS / 2`, at most `MAX_PIECE_CHARS` characters) is the last
+/// chunk. This keeps encoding linear in time and memory: BPE on one word of `n`
+/// characters holds about 50 bytes per byte of it (`tokenizers`' symbols, merge queue
+/// and tokens; 100 MB of `a` needed more than 1.6 GB), and OpenAI's `encoder.py`
+/// takes time quadratic in `n`.
+///
+/// The ids of such a piece are the ids of its chunks back to back. They are always a
+/// valid encoding (decoding gives the text back). For a run of one repeated character
+/// they are exactly OpenAI's: BPE turns such a run into a repeating token (of 64
+/// characters at most in GPT-2's vocabulary) whose length divides 32,768, followed by
+/// a tail that depends only on the run's last hundred or so characters, which all stay
+/// in the last chunk (the tests check every ASCII character and a set of multi-byte
+/// ones). For other pieces this long, the ids around the chunk boundaries can differ
+/// from what `encoder.py` would give.
+pub const MAX_PIECE_CHARS: usize = 1 << 16;
+
+/// How many distinct pieces one encode call remembers the ids of (see
+/// [`Tokenizer::encode`]); the others go through the BPE model again, so that the
+/// memory of the table stays bounded.
+const SEEN_PIECES_CAP: usize = 1 << 16;
 
 /// GPT-2's `encoder.json`, embedded.
 const EMBEDDED_ENCODER_JSON: &[u8] = include_bytes!("../data/encoder.json");
@@ -352,7 +384,8 @@ impl Tokenizer {
                     return Err(bad(
                         load::TOKENIZER_JSON_WHAT,
                         format!(
-                            "added token {content:?} has id {id} but the vocabulary gives it {existing}"
+                            "added token {} has id {id} but the vocabulary gives it {existing}",
+                            excerpt(content)
                         ),
                     ))
                 }
@@ -369,7 +402,8 @@ impl Tokenizer {
                 bad(
                     load::VOCAB_WHAT,
                     format!(
-                        "token {token:?} has id {id}, but with {n} tokens the ids must be 0 to {}",
+                        "token {} has id {id}, but with {n} tokens the ids must be 0 to {}",
+                        excerpt(token),
                         n - 1
                     ),
                 )
@@ -377,7 +411,11 @@ impl Tokenizer {
             if let Some(other) = slot.replace(token) {
                 return Err(bad(
                     load::VOCAB_WHAT,
-                    format!("id {id} is given to both {other:?} and {token:?}"),
+                    format!(
+                        "id {id} is given to both {} and {}",
+                        excerpt(other),
+                        excerpt(token)
+                    ),
                 ));
             }
         }
@@ -434,7 +472,7 @@ impl Tokenizer {
             .map_err(|e| Error::InvalidFile {
                 source_name: merges_source.to_string(),
                 what: load::MERGES_WHAT,
-                reason: e.to_string(),
+                reason: escape::shorten(e.to_string()),
             })?;
 
         Ok(Tokenizer {
@@ -515,32 +553,40 @@ impl Tokenizer {
 
     /// Encodes `text` and appends the ids to `ids`.
     ///
-    /// Each piece of GPT-2's split goes through the BPE model of `tokenizers` (written
-    /// in GPT-2's stand-in characters); the ids of pieces seen before in this call
-    /// are reused, which skips the model's own cache and its allocations.
+    /// Each piece of GPT-2's split (cut into chunks of at most [`MAX_PIECE_CHARS`]
+    /// characters, see [`piece_chunks`]) goes through the BPE model of `tokenizers`,
+    /// written in GPT-2's stand-in characters. The ids of the first
+    /// [`SEEN_PIECES_CAP`] distinct pieces are remembered as ranges of `ids` and copied
+    /// when a piece repeats, which skips the model's own cache and its allocations.
     fn encode_into(&self, text: &str, ids: &mut Vec<u32>) -> Result<()> {
         let mut seen: HashMap<&str, (usize, usize), ahash::RandomState> = HashMap::default();
-        let mut seen_ids: Vec<u32> = Vec::new();
         let mut spelled = String::new();
         for piece in self.splitter.pieces(text) {
             if let [byte] = piece.as_bytes() {
                 ids.push(self.byte_ids[usize::from(*byte)]);
                 continue;
             }
-            if let Some(&(start, end)) = seen.get(piece) {
-                ids.extend_from_slice(&seen_ids[start..end]);
-                continue;
+            for chunk in piece_chunks(piece) {
+                if let Some(&(start, end)) = seen.get(chunk) {
+                    ids.extend_from_within(start..end);
+                    continue;
+                }
+                spelled.clear();
+                spelled.extend(chunk.bytes().map(|b| BYTE_TO_CHAR[usize::from(b)]));
+                let tokens = self
+                    .bpe
+                    .tokenize(&spelled)
+                    .map_err(|e| Error::Encode(escape::shorten(e.to_string())))?;
+                let start = ids.len();
+                ids.extend(tokens.iter().map(|token| token.id));
+                if seen.len() < SEEN_PIECES_CAP {
+                    seen.insert(chunk, (start, ids.len()));
+                }
             }
-            spelled.clear();
-            spelled.extend(piece.bytes().map(|b| BYTE_TO_CHAR[usize::from(b)]));
-            let tokens = self
-                .bpe
-                .tokenize(&spelled)
-                .map_err(|e| Error::Encode(e.to_string()))?;
-            let start = seen_ids.len();
-            seen_ids.extend(tokens.iter().map(|token| token.id));
-            ids.extend_from_slice(&seen_ids[start..]);
-            seen.insert(piece, (start, seen_ids.len()));
+            // A long piece's scratch space is not kept for the next one.
+            if spelled.capacity() > 4096 {
+                spelled = String::new();
+            }
         }
         Ok(())
     }
@@ -679,5 +725,93 @@ impl Tokenizer {
             (start.0 as usize, start.1 as usize),
             (end.0 as usize, end.1 as usize),
         ))
+    }
+}
+
+/// `piece` cut into the chunks that are BPE words of their own (see
+/// [`MAX_PIECE_CHARS`]): a piece of at most `MAX_PIECE_CHARS` characters is its only chunk.
+fn piece_chunks(piece: &str) -> impl Iterator<Item = &str> {
+    const CHUNK: usize = MAX_PIECE_CHARS / 2;
+    let mut rest = piece;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        // A character is at least one byte, so a short piece needs no counting.
+        let mut cut = rest.len();
+        if rest.len() > MAX_PIECE_CHARS {
+            let mut starts = rest.char_indices().map(|(at, _)| at);
+            // Where character CHUNK starts, if there are more than 2 * CHUNK characters.
+            if let Some(at) = starts.nth(CHUNK) {
+                if starts.nth(CHUNK - 1).is_some() {
+                    cut = at;
+                }
+            }
+        }
+        let (chunk, tail) = rest.split_at(cut);
+        rest = tail;
+        Some(chunk)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The ids of `text` with every piece encoded as one BPE word, however long.
+    fn unchunked(tokenizer: &Tokenizer, text: &str) -> Vec<u32> {
+        let mut ids = Vec::new();
+        for piece in tokenizer.splitter.pieces(text) {
+            let spelled: String = piece
+                .bytes()
+                .map(|b| BYTE_TO_CHAR[usize::from(b)])
+                .collect();
+            let tokens = tokenizer.bpe.tokenize(&spelled).unwrap();
+            ids.extend(tokens.iter().map(|token| token.id));
+        }
+        ids
+    }
+
+    #[test]
+    fn chunks_are_whole_characters_and_the_last_is_long() {
+        let half = MAX_PIECE_CHARS / 2;
+        for (n, want) in [
+            (MAX_PIECE_CHARS, vec![MAX_PIECE_CHARS]),
+            (MAX_PIECE_CHARS + 1, vec![half, half + 1]),
+            (2 * MAX_PIECE_CHARS + 3, vec![half, half, half, half + 3]),
+        ] {
+            let text = "é".repeat(n);
+            let chunks: Vec<&str> = piece_chunks(&text).collect();
+            let lengths: Vec<usize> = chunks.iter().map(|c| c.chars().count()).collect();
+            assert_eq!(lengths, want, "{n}");
+            assert_eq!(chunks.concat(), text);
+        }
+        assert_eq!(piece_chunks("ab").collect::<Vec<_>>(), ["ab"]);
+        assert_eq!(piece_chunks("").count(), 0);
+    }
+
+    #[test]
+    fn runs_of_one_character_encode_exactly_despite_chunking() {
+        let tokenizer = Tokenizer::gpt2();
+        let multi_byte = [
+            'é', 'ß', '日', 'ー', '½', '—', '👋', '\u{a0}', '\u{3000}', '\u{301}',
+        ];
+        let chars = (0..=0x7Fu8).map(char::from).chain(multi_byte);
+        for c in chars {
+            for n in [MAX_PIECE_CHARS + 1, 2 * MAX_PIECE_CHARS + 777] {
+                let text: String = std::iter::repeat_n(c, n).collect();
+                let (got, want) = (
+                    tokenizer.encode(&text).unwrap(),
+                    unchunked(&tokenizer, &text),
+                );
+                // (Not assert_eq: a failure would print 10^4 ids.)
+                assert!(
+                    got == want,
+                    "{n} x {c:?}: {} ids, {} expected",
+                    got.len(),
+                    want.len()
+                );
+            }
+        }
     }
 }

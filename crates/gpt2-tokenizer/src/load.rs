@@ -8,6 +8,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::error::{Error, Result};
+use crate::escape::{excerpt, shorten};
 
 /// Which tokenizer files a directory holds.
 ///
@@ -127,8 +128,8 @@ pub(crate) fn read_file(path: &Path) -> Result<Vec<u8>> {
 
 /// Parses `encoder.json` / `vocab.json`.
 pub(crate) fn parse_vocab_json(bytes: &[u8], source: &str) -> Result<VocabMap> {
-    let vocab: VocabMap =
-        serde_json::from_slice(bytes).map_err(|e| invalid(source, VOCAB_WHAT, e.to_string()))?;
+    let vocab: VocabMap = serde_json::from_slice(bytes)
+        .map_err(|e| invalid(source, VOCAB_WHAT, shorten(e.to_string())))?;
     if vocab.is_empty() {
         return Err(invalid(source, VOCAB_WHAT, "it has no tokens"));
     }
@@ -155,8 +156,9 @@ pub(crate) fn parse_merges(bytes: &[u8], source: &str) -> Result<Vec<(String, St
                     source,
                     MERGES_WHAT,
                     format!(
-                        "line {} is {line:?}, expected two tokens separated by one space",
-                        index + 1
+                        "line {} is {}, expected two tokens separated by one space",
+                        index + 1,
+                        excerpt(line)
                     ),
                 ))
             }
@@ -227,7 +229,10 @@ impl<'de> Deserialize<'de> for Merge {
                     (Some(l), Some(r), None) if !l.is_empty() && !r.is_empty() => {
                         Ok(Merge(l.to_string(), r.to_string()))
                     }
-                    _ => Err(E::invalid_value(de::Unexpected::Str(s), &self)),
+                    _ => Err(E::custom(format!(
+                        "invalid merge {}, expected \"left right\" or [\"left\", \"right\"]",
+                        excerpt(s)
+                    ))),
                 }
             }
 
@@ -255,7 +260,8 @@ impl<'de> Deserialize<'de> for Merge {
 /// Parses a Hugging Face `tokenizer.json`, accepting only what GPT-2's pipeline does.
 pub(crate) fn parse_tokenizer_json(bytes: &[u8], source: &str) -> Result<VocabData> {
     let bad = |reason: String| invalid(source, TOKENIZER_JSON_WHAT, reason);
-    let file: TokenizerFile = serde_json::from_slice(bytes).map_err(|e| bad(e.to_string()))?;
+    let file: TokenizerFile =
+        serde_json::from_slice(bytes).map_err(|e| bad(shorten(e.to_string())))?;
 
     // normalizer: none.
     match &file.normalizer {
@@ -287,7 +293,12 @@ pub(crate) fn parse_tokenizer_json(bytes: &[u8], source: &str) -> Result<VocabDa
         .ok_or_else(|| bad("it has no \"model\" object".into()))?;
     match model.kind.as_deref() {
         Some("BPE") | None => {}
-        Some(other) => return Err(bad(format!("its model is {other:?}, expected \"BPE\""))),
+        Some(other) => {
+            return Err(bad(format!(
+                "its model is {}, expected \"BPE\"",
+                excerpt(other)
+            )))
+        }
     }
     let unused = |value: &Option<Value>| match value {
         None | Some(Value::Null) | Some(Value::Bool(false)) => true,

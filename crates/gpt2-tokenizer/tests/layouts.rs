@@ -467,3 +467,67 @@ fn vocabulary_without_end_of_text() {
     );
     assert!(t.decode(&[50256]).is_err());
 }
+
+/// An error message about a huge input is short, and says how long the input was.
+fn assert_brief(message: &str) {
+    assert!(
+        message.len() < 1500,
+        "a {}-byte error message: {}...",
+        message.len(),
+        &message[..300]
+    );
+}
+
+#[test]
+fn errors_quote_only_the_start_of_huge_inputs() {
+    let huge = "x".repeat(10 << 20);
+
+    // A 10 MB line in vocab.bpe / merges.txt, read from files.
+    let dir = tempfile::tempdir().unwrap();
+    let vocab = write(dir.path(), "vocab.json", ENCODER_JSON);
+    let merges = write(
+        dir.path(),
+        "merges.txt",
+        format!("#version: 0.2\nĠ t\n{huge}\n").as_bytes(),
+    );
+    let m = Tokenizer::from_vocab_and_merges_files(&vocab, &merges)
+        .unwrap_err()
+        .to_string();
+    assert_brief(&m);
+    assert!(m.contains("merges.txt") && m.contains("line 3"), "{m}");
+    assert!(m.contains("10485760 bytes in all"), "{m}");
+    let m = load_error(ENCODER_JSON, format!("{huge} {huge}\n").as_bytes());
+    assert_brief(&m);
+    // A merge of a huge token that is not in the vocabulary.
+    let m = load_error(ENCODER_JSON, format!("Ġ {huge}\n").as_bytes());
+    assert_brief(&m);
+    assert!(m.contains("xxxx"), "{m}");
+
+    // A huge token in encoder.json: with an id out of range, with an id that is not a number.
+    let m = load_error(
+        &vocab_with(|v| {
+            v.insert(huge.clone(), json!(70000));
+        }),
+        VOCAB_BPE,
+    );
+    assert_brief(&m);
+    assert!(m.contains("70000") && m.contains("bytes in all"), "{m}");
+    let m = load_error(
+        &vocab_with(|v| {
+            v.insert("!".into(), json!(huge));
+        }),
+        VOCAB_BPE,
+    );
+    assert_brief(&m);
+    assert!(m.contains("VOCAB") && m.contains("u32"), "{m}");
+    let m = load_error(format!("{{\"{huge}").as_bytes(), VOCAB_BPE);
+    assert_brief(&m);
+
+    // tokenizer.json: a huge merge, a huge model type.
+    let m = tokenizer_json_error(|j| j["model"]["merges"][3] = json!(huge));
+    assert_brief(&m);
+    assert!(m.contains("bytes in all"), "{m}");
+    let m = tokenizer_json_error(|j| j["model"]["type"] = json!(huge));
+    assert_brief(&m);
+    assert!(m.contains("bytes in all"), "{m}");
+}

@@ -31,7 +31,10 @@ impl FromStr for Target {
                 .parse::<Dtype>()
                 .map(Target::Safetensors)
                 .map_err(|_| {
-                    format!("expected f32, f16, bf16 (safetensors) or q8_0 (GGUF), found {s:?}")
+                    format!(
+                        "expected f32, f16, bf16 (safetensors) or q8_0 (GGUF), found {}",
+                        gpt2_tokenizer::excerpt(s)
+                    )
                 }),
         }
     }

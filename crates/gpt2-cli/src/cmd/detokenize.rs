@@ -85,7 +85,8 @@ fn parse_ids(input: &str, vocab_size: usize) -> Result<Vec<u32>, UsageError> {
         .map(|piece| {
             let id: u32 = piece.parse().map_err(|_| {
                 UsageError(format!(
-                    "{piece:?} is not a token id (expected a whole number from 0 to {max})"
+                    "{} is not a token id (expected a whole number from 0 to {max})",
+                    gpt2_tokenizer::excerpt(piece)
                 ))
             })?;
             if id as usize >= vocab_size {

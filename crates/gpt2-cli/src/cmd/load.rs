@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use gpt2_model::{DType, Device, Gpt2, LoadOptions};
-use gpt2_tokenizer::{Layout, Tokenizer};
+use gpt2_tokenizer::{excerpt, Layout, Tokenizer};
 
 use super::UsageError;
 
@@ -48,7 +48,8 @@ pub struct ModelArgs {
 
     /// CPU threads for the tensor kernels (default: the number of physical cores, or
     /// $RAYON_NUM_THREADS).
-    #[arg(long, value_name = "N")]
+    /// At most 4 x the logical CPUs.
+    #[arg(long, value_name = "N", value_parser = parse_threads)]
     pub threads: Option<usize>,
 
     /// Where to run: `cpu`, `cuda` (or `cuda:N` for GPU N) or `metal`. The GPUs need a `gpt2`
@@ -84,9 +85,13 @@ pub enum DeviceArg {
 fn parse_device(s: &str) -> Result<DeviceArg, String> {
     let (kind, ordinal) = match s.split_once(':') {
         Some((kind, n)) => {
-            let n = n
-                .parse::<usize>()
-                .map_err(|_| format!("expected a GPU number after {kind:?}, found {n:?}"))?;
+            let n = n.parse::<usize>().map_err(|_| {
+                format!(
+                    "expected a GPU number after {}, found {}",
+                    excerpt(kind),
+                    excerpt(n)
+                )
+            })?;
             (kind, n)
         }
         None => (s, 0),
@@ -96,7 +101,8 @@ fn parse_device(s: &str) -> Result<DeviceArg, String> {
         "cuda" => Ok(DeviceArg::Cuda(ordinal)),
         "metal" => Ok(DeviceArg::Metal(ordinal)),
         _ => Err(format!(
-            "expected cpu, cuda, cuda:N, metal or metal:N, found {s:?}"
+            "expected cpu, cuda, cuda:N, metal or metal:N, found {}",
+            excerpt(s)
         )),
     }
 }
@@ -140,26 +146,69 @@ pub struct Loaded {
     pub load_time: Duration,
 }
 
-/// Sets the CPU thread count for candle's kernels. Candle (and rayon) read it once, at the
-/// first tensor operation, from `RAYON_NUM_THREADS` (candle also honours `CANDLE_NUM_THREADS`),
-/// so this must run before the model is built.
-pub fn set_threads(threads: Option<usize>) -> anyhow::Result<()> {
-    match threads {
-        None => Ok(()),
-        Some(0) => Err(UsageError("--threads must be at least 1, got 0".into()).into()),
-        Some(n) => {
-            std::env::set_var("RAYON_NUM_THREADS", n.to_string());
-            std::env::set_var("CANDLE_NUM_THREADS", n.to_string());
-            Ok(())
-        }
+/// The most `--threads` that makes sense: 4 × the logical CPUs
+/// (`std::thread::available_parallelism`). More threads than that only contend for the CPUs,
+/// and a count like 1000000 would exhaust memory for their stacks.
+pub fn max_threads() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, std::num::NonZeroUsize::get)
+        .saturating_mul(4)
+}
+
+/// Parses `--threads`: a count from 1 to [`max_threads`].
+fn parse_threads(s: &str) -> Result<usize, String> {
+    let n: usize = s
+        .parse()
+        .map_err(|_| format!("expected a number of threads, found {}", excerpt(s)))?;
+    check_threads(n)
+}
+
+/// `n` if it is a sensible thread count, else what the bound is.
+fn check_threads(n: usize) -> Result<usize, String> {
+    let max = max_threads();
+    match n {
+        0 => Err("--threads must be at least 1, got 0".into()),
+        n if n > max => Err(format!(
+            "--threads must be at most {max} (4 x the {} logical CPUs here), got {n}",
+            max / 4
+        )),
+        n => Ok(n),
     }
+}
+
+/// Sets the CPU thread count for candle's kernels and starts rayon's thread pool with it.
+/// Candle reads the count from `RAYON_NUM_THREADS` (and `CANDLE_NUM_THREADS`) at its first
+/// tensor operation, so this must run before the model is built. The pool is started here so
+/// that threads that cannot be created (e.g. under an address-space limit) are an error with
+/// context instead of a panic inside the first tensor operation. A second call does nothing.
+pub fn set_threads(threads: Option<usize>) -> anyhow::Result<()> {
+    static STARTED: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    if STARTED.get().is_some() {
+        return Ok(());
+    }
+    let mut pool = rayon::ThreadPoolBuilder::new();
+    if let Some(n) = threads {
+        let n = check_threads(n).map_err(UsageError)?;
+        std::env::set_var("RAYON_NUM_THREADS", n.to_string());
+        std::env::set_var("CANDLE_NUM_THREADS", n.to_string());
+        pool = pool.num_threads(n);
+    }
+    pool.build_global().with_context(|| match threads {
+        Some(n) => format!("cannot start {n} CPU threads (--threads {n})"),
+        None => {
+            "cannot start the CPU threads (one per logical CPU, or $RAYON_NUM_THREADS)".to_string()
+        }
+    })?;
+    let _ = STARTED.set(());
+    Ok(())
 }
 
 /// The model directory's own tokenizer files (any layout, as `gpt2-tokenizer` detects them),
 /// else the tokenizer stored in a GGUF model, else GPT-2's embedded vocabulary; half a layout
-/// is an error. `dir` may be a `.gguf` file (then only the last two apply).
-fn tokenizer_for(dir: &Path) -> anyhow::Result<Tokenizer> {
-    let from_gguf = || -> anyhow::Result<Tokenizer> {
+/// is an error. `dir` may be a `.gguf` file (then only the last two apply). Also says where the
+/// tokenizer came from, for messages.
+fn tokenizer_for(dir: &Path) -> anyhow::Result<(Tokenizer, String)> {
+    let from_gguf = || -> anyhow::Result<(Tokenizer, String)> {
         if let Some(file) = gpt2_model::gguf::find_gguf(dir) {
             let gguf = gpt2_model::gguf::GgufFile::open(&file)
                 .with_context(|| format!("cannot read {}", file.display()))?;
@@ -167,10 +216,19 @@ fn tokenizer_for(dir: &Path) -> anyhow::Result<Tokenizer> {
                 .tokenizer()
                 .with_context(|| format!("cannot load the tokenizer in {}", file.display()))?
             {
-                return Ok(tokenizer);
+                return Ok((
+                    tokenizer,
+                    format!("the tokenizer stored in {}", file.display()),
+                ));
             }
         }
-        Ok(Tokenizer::gpt2())
+        Ok((
+            Tokenizer::gpt2(),
+            format!(
+                "GPT-2's built-in tokenizer ({} has no tokenizer files)",
+                dir.display()
+            ),
+        ))
     };
     if dir.is_file() {
         return from_gguf();
@@ -180,8 +238,32 @@ fn tokenizer_for(dir: &Path) -> anyhow::Result<Tokenizer> {
         Err(gpt2_tokenizer::Error::NoTokenizerFiles { .. }) => return from_gguf(),
         Err(err) => return Err(err).context("cannot find the model's tokenizer files"),
     };
-    Tokenizer::from_dir_with_layout(dir, layout)
-        .with_context(|| format!("cannot load the tokenizer in {}", dir.display()))
+    let tokenizer = Tokenizer::from_dir_with_layout(dir, layout)
+        .with_context(|| format!("cannot load the tokenizer in {}", dir.display()))?;
+    let files = layout.files().join(" + ");
+    Ok((
+        tokenizer,
+        format!("the tokenizer of {} ({files})", dir.display()),
+    ))
+}
+
+/// Checks that the tokenizer has exactly the model's `n_vocab` tokens. A smaller one cannot
+/// decode every token the model can generate (it failed at the first such token); a larger one
+/// can encode text into ids that the model has no embedding for.
+fn check_vocab_size(tokenizer: &Tokenizer, source: &str, n_vocab: usize) -> anyhow::Result<()> {
+    let size = tokenizer.vocab_size();
+    if size != n_vocab {
+        let why = if size < n_vocab {
+            "it could not decode every token the model generates"
+        } else {
+            "it could encode text into ids the model does not have"
+        };
+        anyhow::bail!(
+            "{source} has {size} tokens, but the model's vocabulary (n_vocab) has {n_vocab}: \
+             they must be the same size ({why})"
+        );
+    }
+    Ok(())
 }
 
 /// Resolves `--model` (downloading a named model when needed), loads it and its tokenizer.
@@ -208,9 +290,8 @@ pub fn load(args: &ModelArgs) -> anyhow::Result<Loaded> {
             | gpt2_download::DownloadError::ModelDirNotFound(_)),
         ) => return Err(UsageError(format!("--model: {err}")).into()),
         Err(err) => {
-            return Err(
-                anyhow::Error::new(err).context(format!("cannot get the model {:?}", args.model))
-            )
+            return Err(anyhow::Error::new(err)
+                .context(format!("cannot get the model {}", excerpt(&args.model))))
         }
     };
     let mut opts = match args.dtype_for(&dir) {
@@ -221,7 +302,8 @@ pub fn load(args: &ModelArgs) -> anyhow::Result<Loaded> {
     opts.device = args.device.open()?;
     let model = Gpt2::load(&dir, &opts)
         .with_context(|| format!("cannot load the model in {}", dir.display()))?;
-    let tokenizer = tokenizer_for(&dir)?;
+    let (tokenizer, source) = tokenizer_for(&dir)?;
+    check_vocab_size(&tokenizer, &source, model.config().n_vocab)?;
     Ok(Loaded {
         model,
         tokenizer,
@@ -240,7 +322,10 @@ pub fn parse_ids(s: &str) -> Result<TokenIds, String> {
         .filter(|part| !part.is_empty())
         .map(|part| {
             part.parse::<u32>().map_err(|_| {
-                format!("expected token ids like 464,3290 (non-negative integers), found {part:?}")
+                format!(
+                    "expected token ids like 464,3290 (non-negative integers), found {}",
+                    excerpt(part)
+                )
             })
         })
         .collect::<Result<Vec<u32>, String>>()

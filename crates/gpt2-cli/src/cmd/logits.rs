@@ -39,7 +39,8 @@ pub struct Args {
     #[arg(long, value_name = "TEXT")]
     pub prompt: Option<String>,
 
-    /// Output file (safetensors); written atomically.
+    /// Output file (safetensors): a new file, or a regular file that is replaced atomically; a
+    /// symbolic link, directory, fifo or device is refused before anything runs.
     #[arg(long, value_name = "FILE")]
     pub out: PathBuf,
 
@@ -58,32 +59,81 @@ fn input_error(err: ModelError) -> anyhow::Error {
     }
 }
 
-/// Writes `bytes` to `path` via a temporary file in the same directory and a rename.
-fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+/// Checks, before any work, that `--out` can be replaced by a new regular file: it is absent
+/// or a regular file (not a symbolic link, directory, fifo, device or socket), it names a file,
+/// and its directory exists. Returns that directory.
+fn check_out(path: &Path) -> anyhow::Result<PathBuf> {
+    let refuse = |what: &str| {
+        anyhow::anyhow!(
+            "--out {} is {what}; give the path of a regular file (it is replaced) or of a new one",
+            path.display()
+        )
+    };
+    if path.file_name().is_none() {
+        return Err(refuse("not a file name"));
+    }
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) => {
+            let kind = meta.file_type();
+            if kind.is_symlink() {
+                return Err(refuse("a symbolic link (it is not followed)"));
+            }
+            if kind.is_dir() {
+                return Err(refuse("a directory"));
+            }
+            if !kind.is_file() {
+                return Err(refuse("not a regular file (a device, fifo or socket)"));
+            }
+        }
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+        Err(err) => {
+            return Err(err).with_context(|| format!("cannot check --out {}", path.display()))
+        }
+    }
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let name = path
-        .file_name()
-        .with_context(|| format!("--out {} has no file name", path.display()))?;
-    let tmp = dir.join(format!(
-        ".{}.partial-{}",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
-    let result = std::fs::write(&tmp, bytes)
-        .and_then(|()| std::fs::File::open(&tmp)?.sync_all())
-        .and_then(|()| std::fs::rename(&tmp, path));
-    if let Err(err) = result {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(err).with_context(|| format!("cannot write {}", path.display()));
+    if !dir.is_dir() {
+        return Err(anyhow::anyhow!(
+            "--out {}: the directory {} does not exist",
+            path.display(),
+            dir.display()
+        ));
     }
+    Ok(dir)
+}
+
+/// Writes `bytes` to `path` (checked by [`check_out`]; `dir` is its directory) atomically: into
+/// a new temporary file of `dir` (created exclusively, with a random name, so nothing planted
+/// there is followed), synced, then renamed over `path`. On any error the temporary is removed
+/// and `path` is untouched.
+fn write_atomically(path: &Path, dir: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let prefix = format!(".{name}.partial-");
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(&prefix);
+    // The permissions of a file created the usual way (0666 less the umask), not tempfile's 0600.
+    #[cfg(unix)]
+    builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666));
+    let mut tmp = builder
+        .tempfile_in(dir)
+        .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
+    tmp.write_all(bytes)
+        .and_then(|()| tmp.as_file().sync_all())
+        .with_context(|| format!("cannot write {}", tmp.path().display()))?;
+    // What is at `path` may have changed while the logits were computed.
+    check_out(path)?;
+    tmp.persist(path)
+        .map_err(|err| err.error)
+        .with_context(|| format!("cannot write {}", path.display()))?;
     Ok(())
 }
 
 /// Runs `gpt2 logits`.
 pub fn run(args: Args) -> anyhow::Result<()> {
+    let out_dir = check_out(&args.out)?;
     let loaded = load(&args.model)?;
     let model = &loaded.model;
     let ids = match (&args.ids, &args.prompt) {
@@ -134,5 +184,5 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     ]);
     let file = safetensors::tensor::serialize([("logits", view)], Some(metadata))
         .context("cannot serialize the logits")?;
-    write_atomically(&args.out, &file)
+    write_atomically(&args.out, &out_dir, &file)
 }

@@ -74,8 +74,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let text = match args.text {
         Some(text) => text.into_string().map_err(|text| {
             UsageError(format!(
-                "TEXT is not valid UTF-8 ({:?}); GPT-2 tokenizes Unicode text",
-                text
+                "TEXT is not valid UTF-8 ({}); GPT-2 tokenizes Unicode text",
+                gpt2_tokenizer::excerpt(&text.to_string_lossy())
             ))
         })?,
         None => read_stdin_text()?,
