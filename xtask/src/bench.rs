@@ -122,7 +122,7 @@ pub fn ensure_model(
 ) -> anyhow::Result<PathBuf> {
     if dtype == "q8_0-gguf" {
         let dir = models_dir.join(format!("{name}-random-q8_0-gguf"));
-        if dir.join(gpt2_model::gguf::GGUF_FILE).is_file() {
+        if dir.join(gpt2_weights::gguf::GGUF_FILE).is_file() {
             return Ok(dir);
         }
         let from = ensure_model(models_dir, name, config, "f32")?;
@@ -131,7 +131,18 @@ pub fn ensure_model(
             from.display(),
             dir.display()
         );
-        gpt2_model::gguf::convert_to_gguf(&from, &dir)
+        // GPT-2's tokenizer in the file, as `gpt2 convert` stores it for a model without
+        // tokenizer files: llama.cpp needs one to load the model.
+        let (tokens, merges) = gpt2_tokenizer::Tokenizer::gpt2().tokens_and_merges();
+        let opts = gpt2_weights::gguf::GgufOptions {
+            name: format!("{name}-random"),
+            tokenizer: Some(gpt2_weights::gguf::TokenizerLists {
+                tokens,
+                merges,
+                eos: gpt2_tokenizer::Tokenizer::gpt2().end_of_text(),
+            }),
+        };
+        gpt2_weights::gguf::convert_to_gguf(&from, &dir, &opts)
             .with_context(|| format!("cannot convert {} to GGUF", from.display()))?;
         return Ok(dir);
     }
@@ -314,7 +325,7 @@ pub fn batched_decode(
 
 /// The model's weight file: `model.gguf` when there is one, else `model.safetensors`.
 fn weight_file(dir: &Path) -> PathBuf {
-    let gguf = dir.join(gpt2_model::gguf::GGUF_FILE);
+    let gguf = dir.join(gpt2_weights::gguf::GGUF_FILE);
     if gguf.is_file() {
         gguf
     } else {
@@ -409,7 +420,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                         size.openai_name(),
                         dtype,
                         &ensure_model(&args.models_dir, size.openai_name(), &config, "q8_0-gguf")?
-                            .join(gpt2_model::gguf::GGUF_FILE),
+                            .join(gpt2_weights::gguf::GGUF_FILE),
                     ) {
                         Ok(p) => {
                             drop_from_page_cache(&p);

@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use gpt2_model::{gguf, Config, ContextOverflow, DType, Gpt2, LoadOptions, Logits};
+use gpt2_model::{Config, ContextOverflow, DType, Gpt2, LoadOptions, Logits};
 
 const PROMPT: usize = 32;
 const NEW_TOKENS: usize = 128;
@@ -72,7 +72,8 @@ fn bench_load(c: &mut Criterion) {
         .expect("random 124M")
         .save_hf(&f32_dir)
         .expect("save f32 safetensors");
-    gguf::convert_to_gguf(&f32_dir, &q8_dir).expect("convert to GGUF q8_0");
+    gpt2_weights::gguf::convert_to_gguf(&f32_dir, &q8_dir, &Default::default())
+        .expect("convert to GGUF q8_0");
 
     let mut group = c.benchmark_group("gpt2-124M-load");
     group.sample_size(10);

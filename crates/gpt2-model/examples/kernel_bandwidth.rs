@@ -4,7 +4,7 @@
 //! compute-bound.
 //!
 //! `RAYON_NUM_THREADS=2 cargo run --release -p gpt2-model --example kernel_bandwidth`
-use gpt2_model::{gemv, q8::Q8Matrix};
+use gpt2_model::cpu::{gemv, q8::Q8Matrix};
 use std::time::Instant;
 fn main() {
     let (k, n) = (768usize, 3072usize * 8);
@@ -12,7 +12,7 @@ fn main() {
         .map(|i| ((i % 97) as f32 - 48.0) * 0.001)
         .collect();
     let w16: Vec<half::f16> = w.iter().map(|&v| half::f16::from_f32(v)).collect();
-    let q = Q8Matrix::from_rows(&w, n, k);
+    let q = Q8Matrix::from_rows(&w, n, k).expect("finite weights");
     let x: Vec<f32> = (0..k).map(|i| (i % 7) as f32 * 0.1).collect();
     for _ in 0..3 {
         let t = Instant::now();

@@ -1,6 +1,6 @@
 //! Decode kernels on weights that do not fit in cache: cycles through many matrices
 //! (~1 GB per dtype), as a decode step does, and prints GB/s and Gweights/s.
-use gpt2_model::{gemv, q8::Q8Matrix};
+use gpt2_model::cpu::{gemv, q8::Q8Matrix};
 use std::time::Instant;
 fn main() {
     let (k, n) = (768usize, 3072usize);
@@ -15,7 +15,7 @@ fn main() {
         .iter()
         .map(|w| w.iter().map(|&v| half::f16::from_f32(v)).collect())
         .collect();
-    let q: Vec<Q8Matrix> = w.iter().map(|w| Q8Matrix::from_rows(w, n, k)).collect();
+    let q: Vec<Q8Matrix> = w.iter().map(|w| Q8Matrix::from_rows(w, n, k).expect("finite weights")).collect();
     let x: Vec<f32> = (0..k).map(|i| (i % 7) as f32 * 0.1).collect();
     let gw = (k * n * count) as f64 / 1e9;
     for _ in 0..3 {

@@ -9,9 +9,15 @@ pub enum ModelError {
     #[error(transparent)]
     Weights(#[from] gpt2_weights::WeightsError),
 
-    /// A GGUF file is unreadable or not a GPT-2 model this crate can load.
-    #[error(transparent)]
-    Gguf(#[from] crate::gguf::GgufError),
+    /// A weight matrix cannot be stored in 8-bit blocks (a NaN, an infinity, or a weight
+    /// too large for the block scale).
+    #[error("tensor `{name}` cannot be quantized to Q8_0: {source}")]
+    Quantize {
+        /// The canonical tensor name.
+        name: String,
+        /// What is wrong with it.
+        source: gpt2_weights::q8_0::Q8Error,
+    },
 
     /// A tensor operation failed (an unsupported dtype on this device, out of memory...).
     #[error("tensor operation failed: {0}")]

@@ -7,9 +7,9 @@ use gpt2_weights::{Config, TensorView};
 use rand::{rngs::StdRng, SeedableRng};
 use rand_distr::{Distribution, Normal};
 
+use crate::cpu::matrix::Matrix;
 use crate::error::{ModelError, Result};
-use crate::matrix::Matrix;
-use crate::model::{Gpt2, LoadOptions};
+use crate::{Gpt2, LoadOptions};
 
 /// The value of one randomly initialised tensor (f32, row-major), GPT-2's recipe:
 /// matrices and embeddings `N(0, 0.02²)` (the residual projections `c_proj` scaled by
@@ -122,6 +122,7 @@ impl Gpt2 {
                 TensorView {
                     dtype,
                     shape,
+                    transposed: false,
                     data: std::borrow::Cow::Owned(data),
                 },
             ));

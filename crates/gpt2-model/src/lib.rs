@@ -25,10 +25,19 @@
 //! Weights are `[in, out]` as Hugging Face's `Conv1D` stores them (`y = x · W + b`); the LM
 //! head is tied to `wte`.
 //!
+//! # Reading it
+//!
+//! [`model`] is the whole network; [`nn`] holds its layers (`embedding`, `block`,
+//! `attention`, `mlp`, `layer_norm`, `linear`, `kv_cache`) and the stateless ops they share
+//! (`functional`). `load` is the one builder every source of weights goes through. The CPU
+//! kernels sit behind one boundary in `cpu` (private; the `unstable-kernels` feature makes it
+//! public for the kernel benchmarks): the layers reach them only through its `Matrix` type
+//! and its `ops`.
+//!
 //! # Using it
 //!
-//! [`Gpt2::load`] reads a model directory (either layout, via `gpt2-weights`, or a GGUF file
-//! with 8-bit weights, see [`gguf`]);
+//! [`Gpt2::load`] reads a model directory (any layout `gpt2-weights` reads: OpenAI's, Hugging
+//! Face's, or GGUF with 8-bit weights);
 //! [`Gpt2::forward`] gives logits at every position; [`Gpt2::prefill`] /
 //! [`Gpt2::step`] / [`Gpt2::extend`] run with a [`KvCache`] for generation, on batches of
 //! prompts of different lengths; [`Gpt2::random`] builds a random model of any shape.
@@ -51,29 +60,28 @@
 //! # Ok(()) }
 //! ```
 
-pub mod attention;
-pub mod block;
+#![warn(missing_docs)]
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(clippy::undocumented_unsafe_blocks)]
+
 pub mod config;
-pub mod embedding;
+#[cfg(feature = "unstable-kernels")]
+pub mod cpu;
+#[cfg(not(feature = "unstable-kernels"))]
+#[allow(dead_code, unreachable_pub)]
+pub(crate) mod cpu;
 pub mod error;
-mod fast_exp;
-pub mod gemv;
 pub mod generate;
-pub mod gguf;
-pub mod init;
-pub mod kv_cache;
-pub mod layer_norm;
-pub mod linear;
-pub mod matrix;
-pub mod mlp;
+mod init;
+mod load;
 pub mod model;
-pub mod q8;
-mod team;
+pub mod nn;
 
 pub use config::{Config, ModelSize};
 pub use error::{ModelError, Result};
-pub use kv_cache::KvCache;
-pub use model::{ContextOverflow, Gpt2, LoadOptions, Logits, Quantization};
+pub use load::{LoadOptions, Quantization};
+pub use model::{Gpt2, Logits};
+pub use nn::{ContextOverflow, KvCache};
 
 /// Re-exported so users need not depend on candle directly for the basics.
 pub use candle_core::{DType, Device, Tensor};

@@ -290,6 +290,26 @@ impl Tokenizer {
         Self::build(data, merges_name)
     }
 
+    /// The token spellings in id order and the merges by rank: what
+    /// [`from_tokens_and_merges`](Self::from_tokens_and_merges) takes back (the form GGUF
+    /// files store).
+    ///
+    /// ```
+    /// let (tokens, merges) = gpt2_tokenizer::Tokenizer::gpt2().tokens_and_merges();
+    /// assert_eq!((tokens.len(), merges.len()), (50257, 50000));
+    /// assert_eq!(tokens[262], "Ġthe");
+    /// ```
+    pub fn tokens_and_merges(&self) -> (Vec<String>, Vec<(String, String)>) {
+        let tokens = (0..self.vocab_size() as u32)
+            .map(|id| self.token_spelling(id).unwrap_or_default().to_string())
+            .collect();
+        let merges = self
+            .merges()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect();
+        (tokens, merges)
+    }
+
     /// Builds a tokenizer from its token spellings (token `i` is `tokens[i]`, spelled as in
     /// `vocab.json`, e.g. `"Ġthe"`) and its merges by rank (`("Ġ", "t")`): the form GGUF files
     /// store (`tokenizer.ggml.tokens`, `tokenizer.ggml.merges`). `source_name` names them in
@@ -298,11 +318,7 @@ impl Tokenizer {
     /// ```
     /// use gpt2_tokenizer::Tokenizer;
     /// let gpt2 = Tokenizer::gpt2();
-    /// let tokens: Vec<String> = (0..gpt2.vocab_size() as u32)
-    ///     .map(|id| gpt2.token_spelling(id).map(str::to_string))
-    ///     .collect::<Result<_, _>>()?;
-    /// let merges: Vec<(String, String)> =
-    ///     gpt2.merges().map(|(a, b)| (a.to_string(), b.to_string())).collect();
+    /// let (tokens, merges) = gpt2.tokens_and_merges();
     /// let copy = Tokenizer::from_tokens_and_merges(tokens, merges, "lists")?;
     /// assert_eq!(copy.encode("Hello, world")?, gpt2.encode("Hello, world")?);
     /// # Ok::<(), gpt2_tokenizer::Error>(())

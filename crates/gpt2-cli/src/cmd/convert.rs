@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use std::str::FromStr;
 
 use anyhow::Context;
-use gpt2_model::gguf::{self, GgufFile};
-use gpt2_model::ModelError;
+use gpt2_tokenizer::Tokenizer;
+use gpt2_weights::gguf::{self, GgufOptions, TokenizerLists};
 use gpt2_weights::{Dtype, Weights, WeightsError};
 
 use super::UsageError;
@@ -108,19 +108,61 @@ where
 
 /// `--dtype q8_0`: a GGUF directory.
 fn run_gguf(args: &Args, layout: gpt2_weights::Layout) -> anyhow::Result<()> {
-    if let Err(e) = gguf::convert_to_gguf(&args.from, &args.to) {
-        let exists = matches!(e, ModelError::Weights(WeightsError::DestinationExists(_)));
+    let opts = gguf_options(&args.from)?;
+    if let Err(e) = gguf::convert_to_gguf(&args.from, &args.to, &opts) {
+        let exists = matches!(e, WeightsError::DestinationExists(_));
         return Err(conversion_failed(e, exists, args));
     }
-    let written = GgufFile::open(&args.to.join(gguf::GGUF_FILE))
+    let written = Weights::open(&args.to)
         .with_context(|| format!("re-opening the converted model {}", args.to.display()))?;
+    let bytes = written.gguf().map_or(0, |g| g.file_len());
     eprintln!(
         "converted {} ({layout}) -> {} (gguf, q8_0): {} tensors, {} parameters, {:.1} MiB",
         args.from.display(),
         args.to.display(),
-        written.tensors().len(),
+        written.names().count(),
         written.num_parameters(),
-        written.file_len() as f64 / (1024.0 * 1024.0)
+        bytes as f64 / (1024.0 * 1024.0)
     );
     Ok(())
+}
+
+/// What a GGUF file made from `from` stores besides the weights: the source directory's
+/// name as `general.name`, and its tokenizer (any layout), or GPT-2's embedded one when it
+/// has no tokenizer files and GPT-2's 50257 tokens. (A GGUF source without tokenizer files
+/// passes its own stored tokenizer on.)
+fn gguf_options(from: &std::path::Path) -> anyhow::Result<GgufOptions> {
+    let config = *Weights::open(from)
+        .with_context(|| format!("reading --from {}", from.display()))?
+        .config();
+    let tokenizer = match gpt2_tokenizer::Layout::detect(from) {
+        Ok(layout) => Some(
+            Tokenizer::from_dir_with_layout(from, layout)
+                .with_context(|| format!("cannot load the tokenizer in {}", from.display()))?,
+        ),
+        Err(gpt2_tokenizer::Error::NoTokenizerFiles { .. }) => {
+            (config.n_vocab == gpt2_tokenizer::GPT2_VOCAB_SIZE && gguf::find_gguf(from).is_none())
+                .then(Tokenizer::gpt2)
+        }
+        Err(e) => return Err(e).context("cannot find the source's tokenizer files"),
+    };
+    let name = from
+        .canonicalize()
+        .ok()
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| "gpt2".into());
+    Ok(GgufOptions {
+        name,
+        tokenizer: tokenizer.as_ref().map(tokenizer_lists),
+    })
+}
+
+/// A tokenizer's tokens (in id order), merges and `<|endoftext|>` id, as GGUF stores them.
+pub fn tokenizer_lists(tok: &Tokenizer) -> TokenizerLists {
+    let (tokens, merges) = tok.tokens_and_merges();
+    TokenizerLists {
+        tokens,
+        merges,
+        eos: tok.end_of_text(),
+    }
 }

@@ -34,127 +34,62 @@ pub struct Args {
 
 /// Runs `gpt2 inspect`.
 pub fn run(args: Args) -> anyhow::Result<()> {
-    if let Some(file) = gpt2_model::gguf::find_gguf(&args.model) {
-        return run_gguf(&args, &file);
-    }
     let w = Weights::open(&args.model)
         .with_context(|| format!("opening --model {}", args.model.display()))?;
     if args.verify {
         w.verify()
             .with_context(|| format!("verifying {}", args.model.display()))?;
     }
-    let c = w.config();
     let mut out = std::io::stdout().lock();
     match args.format {
         Format::Json => {
-            let tensors: Vec<_> = w
-                .infos()
-                .map(|t| {
-                    json!({
-                        "name": t.name,
-                        "stored_name": t.stored_name,
-                        "shape": t.shape,
-                        "dtype": t.dtype.to_string(),
-                    })
-                })
-                .collect();
-            let value = json!({
-                "dir": args.model.display().to_string(),
-                "layout": w.layout().to_string(),
-                "dtype": w.dtype().to_string(),
-                "config": c,
-                "head_dim": c.head_dim(),
-                "num_parameters": w.num_parameters(),
-                "verified": args.verify,
-                "tensors": tensors,
-            });
-            serde_json::to_writer_pretty(&mut out, &value)?;
+            serde_json::to_writer_pretty(&mut out, &describe(&args, &w))?;
             writeln!(out)?;
         }
-        Format::Text => {
-            writeln!(out, "model:      {}", args.model.display())?;
-            writeln!(out, "layout:     {}", w.layout())?;
-            writeln!(out, "dtype:      {}", w.dtype())?;
-            writeln!(
-                out,
-                "config:     n_vocab={} n_ctx={} n_embd={} n_head={} (head_dim {}) n_layer={} layer_norm_epsilon={:e}",
-                c.n_vocab,
-                c.n_ctx,
-                c.n_embd,
-                c.n_head,
-                c.head_dim(),
-                c.n_layer,
-                c.layer_norm_epsilon
-            )?;
-            writeln!(out, "parameters: {}", w.num_parameters())?;
-            if args.verify {
-                writeln!(
-                    out,
-                    "verified:   every tensor read, every stored checksum matches"
-                )?;
-            }
-            let infos: Vec<_> = w.infos().collect();
-            writeln!(out, "tensors:    {}", infos.len())?;
-            let width = infos.iter().map(|t| t.name.len()).max().unwrap_or(0);
-            for t in infos {
-                let shape = format!("{:?}", t.shape);
-                if t.stored_name == t.name {
-                    writeln!(out, "  {:width$}  {shape:16} {}", t.name, t.dtype)?;
-                } else {
-                    writeln!(
-                        out,
-                        "  {:width$}  {shape:16} {}  ({})",
-                        t.name, t.dtype, t.stored_name
-                    )?;
-                }
-            }
-        }
+        Format::Text => print_text(&mut out, &args, &w)?,
     }
     Ok(())
 }
 
-/// `gpt2 inspect` on a GGUF model.
-fn run_gguf(args: &Args, file: &std::path::Path) -> anyhow::Result<()> {
-    use gpt2_model::gguf::GgufFile;
-    let g = GgufFile::open(file).with_context(|| format!("opening --model {}", file.display()))?;
-    if args.verify {
-        g.load(&gpt2_model::LoadOptions::q8_0())
-            .with_context(|| format!("verifying {}", file.display()))?;
+/// The JSON description: the same fields for every layout, plus the file's version, name and
+/// size for GGUF.
+fn describe(args: &Args, w: &Weights) -> serde_json::Value {
+    let c = w.config();
+    let tensors: Vec<_> = w
+        .infos()
+        .map(|t| {
+            json!({
+                "name": t.name,
+                "stored_name": t.stored_name,
+                "shape": t.shape,
+                "dtype": t.dtype.to_string(),
+            })
+        })
+        .collect();
+    let mut value = json!({
+        "dir": args.model.display().to_string(),
+        "layout": w.layout().to_string(),
+        "dtype": w.dtype().to_string(),
+        "config": c,
+        "head_dim": c.head_dim(),
+        "num_parameters": w.num_parameters(),
+        "verified": args.verify,
+        "tensors": tensors,
+    });
+    if let (Some(g), Some(obj)) = (w.gguf(), value.as_object_mut()) {
+        obj.insert("gguf_version".into(), json!(g.version()));
+        obj.insert("name".into(), json!(g.name()));
+        obj.insert("file_bytes".into(), json!(g.file_len()));
     }
-    let c = g.config();
-    let tensors = g.tensors();
-    let mut out = std::io::stdout().lock();
-    match args.format {
-        Format::Json => {
-            let list: Vec<_> = tensors
-                .iter()
-                .map(|t| {
-                    json!({
-                        "name": t.canonical,
-                        "stored_name": t.name,
-                        "shape": t.shape,
-                        "dtype": t.dtype.to_lowercase(),
-                    })
-                })
-                .collect();
-            let value = json!({
-                "dir": args.model.display().to_string(),
-                "layout": "gguf",
-                "gguf_version": g.version(),
-                "name": g.name(),
-                "dtype": "q8_0",
-                "config": c,
-                "head_dim": c.head_dim(),
-                "num_parameters": g.num_parameters(),
-                "file_bytes": g.file_len(),
-                "verified": args.verify,
-                "tensors": list,
-            });
-            serde_json::to_writer_pretty(&mut out, &value)?;
-            writeln!(out)?;
-        }
-        Format::Text => {
-            writeln!(out, "model:      {}", file.display())?;
+    value
+}
+
+/// The text description.
+fn print_text(out: &mut impl Write, args: &Args, w: &Weights) -> anyhow::Result<()> {
+    let c = w.config();
+    writeln!(out, "model:      {}", args.model.display())?;
+    match w.gguf() {
+        Some(g) => {
             writeln!(
                 out,
                 "layout:     gguf v{} ({})",
@@ -163,34 +98,47 @@ fn run_gguf(args: &Args, file: &std::path::Path) -> anyhow::Result<()> {
             )?;
             writeln!(
                 out,
-                "dtype:      q8_0 (matrices; vectors and wpe f32), {:.1} MiB",
+                "dtype:      {} (matrices; vectors and wpe f32), {:.1} MiB",
+                w.dtype(),
                 g.file_len() as f64 / (1024.0 * 1024.0)
             )?;
+        }
+        None => {
+            writeln!(out, "layout:     {}", w.layout())?;
+            writeln!(out, "dtype:      {}", w.dtype())?;
+        }
+    }
+    writeln!(
+        out,
+        "config:     n_vocab={} n_ctx={} n_embd={} n_head={} (head_dim {}) n_layer={} layer_norm_epsilon={:e}",
+        c.n_vocab,
+        c.n_ctx,
+        c.n_embd,
+        c.n_head,
+        c.head_dim(),
+        c.n_layer,
+        c.layer_norm_epsilon
+    )?;
+    writeln!(out, "parameters: {}", w.num_parameters())?;
+    if args.verify {
+        writeln!(
+            out,
+            "verified:   every tensor read, every stored checksum matches"
+        )?;
+    }
+    let infos: Vec<_> = w.infos().collect();
+    writeln!(out, "tensors:    {}", infos.len())?;
+    let width = infos.iter().map(|t| t.name.len()).max().unwrap_or(0);
+    for t in infos {
+        let shape = format!("{:?}", t.shape);
+        if t.stored_name == t.name {
+            writeln!(out, "  {:width$}  {shape:16} {}", t.name, t.dtype)?;
+        } else {
             writeln!(
                 out,
-                "config:     n_vocab={} n_ctx={} n_embd={} n_head={} (head_dim {}) n_layer={} layer_norm_epsilon={:e}",
-                c.n_vocab,
-                c.n_ctx,
-                c.n_embd,
-                c.n_head,
-                c.head_dim(),
-                c.n_layer,
-                c.layer_norm_epsilon
+                "  {:width$}  {shape:16} {}  ({})",
+                t.name, t.dtype, t.stored_name
             )?;
-            writeln!(out, "parameters: {}", g.num_parameters())?;
-            if args.verify {
-                writeln!(out, "verified:   every tensor read and the model built")?;
-            }
-            writeln!(out, "tensors:    {}", tensors.len())?;
-            let width = tensors.iter().map(|t| t.canonical.len()).max().unwrap_or(0);
-            for t in tensors {
-                let shape = format!("{:?}", t.shape);
-                writeln!(
-                    out,
-                    "  {:width$}  {shape:16} {:4}  ({})",
-                    t.canonical, t.dtype, t.name
-                )?;
-            }
         }
     }
     Ok(())

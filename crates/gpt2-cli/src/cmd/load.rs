@@ -64,7 +64,7 @@ impl ModelArgs {
     pub fn dtype_for(&self, dir: &Path) -> DtypeArg {
         match self.dtype {
             Some(dtype) => dtype,
-            None if gpt2_model::gguf::find_gguf(dir).is_some() => DtypeArg::Q8_0,
+            None if gpt2_weights::gguf::find_gguf(dir).is_some() => DtypeArg::Q8_0,
             None => DtypeArg::F32,
         }
     }
@@ -209,13 +209,19 @@ pub fn set_threads(threads: Option<usize>) -> anyhow::Result<()> {
 /// tokenizer came from, for messages.
 fn tokenizer_for(dir: &Path) -> anyhow::Result<(Tokenizer, String)> {
     let from_gguf = || -> anyhow::Result<(Tokenizer, String)> {
-        if let Some(file) = gpt2_model::gguf::find_gguf(dir) {
-            let gguf = gpt2_model::gguf::GgufFile::open(&file)
+        if let Some(file) = gpt2_weights::gguf::find_gguf(dir) {
+            let gguf = gpt2_weights::gguf::GgufFile::open(&file)
                 .with_context(|| format!("cannot read {}", file.display()))?;
-            if let Some(tokenizer) = gguf
-                .tokenizer()
+            if let Some(lists) = gguf
+                .tokenizer_lists()
                 .with_context(|| format!("cannot load the tokenizer in {}", file.display()))?
             {
+                let source = format!("{} (tokenizer.ggml.*)", file.display());
+                let tokenizer =
+                    Tokenizer::from_tokens_and_merges(lists.tokens, lists.merges, &source)
+                        .with_context(|| {
+                            format!("cannot load the tokenizer in {}", file.display())
+                        })?;
                 return Ok((
                     tokenizer,
                     format!("the tokenizer stored in {}", file.display()),

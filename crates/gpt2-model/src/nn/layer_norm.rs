@@ -2,41 +2,70 @@
 
 use candle_core::Tensor;
 
-use crate::error::Result;
+use super::functional;
+use super::Param;
+use crate::error::{ModelError, Result};
 
 /// `ln_1`, `ln_2`, `ln_f`: normalise each position's `n_embd` vector, then scale by
 /// `weight` (OpenAI's `g`) and shift by `bias` (`b`).
 ///
 /// The variance is the biased one (divide by `n_embd`), as in GPT-2 and PyTorch.
+///
+/// ```
+/// # fn main() -> Result<(), gpt2_model::ModelError> {
+/// use gpt2_model::nn::LayerNorm;
+/// use gpt2_model::{Device, Tensor};
+/// let ln = LayerNorm::new(Tensor::new(&[1f32, 1.], &Device::Cpu)?, Tensor::new(&[0f32, 0.], &Device::Cpu)?, 1e-5)?;
+/// let y = ln.forward(&Tensor::new(&[[1f32, 3.]], &Device::Cpu)?)?.to_vec2::<f32>()?;
+/// assert!((y[0][0] + 1.0).abs() < 1e-4 && (y[0][1] - 1.0).abs() < 1e-4);
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone)]
 pub struct LayerNorm {
     /// Gain `g`, `[n_embd]`.
-    pub weight: Tensor,
+    weight: Tensor,
     /// Shift `b`, `[n_embd]`.
-    pub bias: Tensor,
+    bias: Tensor,
     /// Added to the variance (1e-5 in GPT-2).
-    pub eps: f64,
+    eps: f64,
 }
 
 impl LayerNorm {
     /// A layer norm from its gain, shift and epsilon.
-    pub fn new(weight: Tensor, bias: Tensor, eps: f64) -> Self {
-        Self { weight, bias, eps }
+    ///
+    /// # Errors
+    /// When the gain and shift are not vectors of one length, or `eps` is not a finite
+    /// non-negative number.
+    pub fn new(weight: Tensor, bias: Tensor, eps: f64) -> Result<Self> {
+        let ok =
+            weight.rank() == 1 && weight.dims() == bias.dims() && eps.is_finite() && eps >= 0.0;
+        if !ok {
+            return Err(ModelError::BadInput {
+                expected: "a layer norm gain and shift of shape [n_embd] and a finite eps ≥ 0"
+                    .into(),
+                found: format!(
+                    "gain {:?}, shift {:?}, eps {eps}",
+                    weight.dims(),
+                    bias.dims()
+                ),
+            });
+        }
+        Ok(Self { weight, bias, eps })
     }
 
-    /// `x`: `[.., n_embd]` → same shape. Uses candle's fused kernel (statistics in f32
-    /// whatever the input dtype).
+    /// `x`: `[.., n_embd]` → same shape.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let x = x.contiguous()?;
-        Ok(candle_nn::ops::layer_norm(
-            &x,
-            &self.weight,
-            &self.bias,
-            self.eps as f32,
-        )?)
+        functional::layer_norm(x, &self.weight, &self.bias, self.eps)
+    }
+
+    /// `weight` and `bias`.
+    pub(crate) fn params(&self) -> [(&'static str, Param<'_>); 2] {
+        [
+            ("weight", Param::Tensor(&self.weight)),
+            ("bias", Param::Tensor(&self.bias)),
+        ]
     }
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -50,7 +79,7 @@ mod tests {
         let x = Tensor::new(&[[1f32, 2., 3., 4.], [2., 2., 2., 2.]], &dev)?;
         let g = Tensor::new(&[1f32, 2., 0.5, -1.], &dev)?;
         let b = Tensor::new(&[0f32, 1., 0., 0.25], &dev)?;
-        let ln = LayerNorm::new(g, b, 1e-5);
+        let ln = LayerNorm::new(g, b, 1e-5)?;
         let y = ln.forward(&x)?.to_vec2::<f32>()?;
         let inv = 1.0 / (1.25f64 + 1e-5).sqrt();
         let expect0 = [
@@ -75,7 +104,7 @@ mod tests {
             Tensor::ones(4, candle_core::DType::F32, &dev)?,
             Tensor::zeros(4, candle_core::DType::F32, &dev)?,
             1e-5,
-        );
+        )?;
         let y = ln.forward(&xt)?;
         assert_eq!(y.dims(), &[2, 3, 4]);
         // Each row is an arithmetic progression with step 3: normalised values are

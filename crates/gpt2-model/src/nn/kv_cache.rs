@@ -9,7 +9,18 @@
 use candle_core::{DType, Device, Tensor};
 
 use crate::error::Result;
-use crate::model::ContextOverflow;
+
+/// What to do when a sequence would need more than `n_ctx` positions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ContextOverflow {
+    /// Fail with [`ModelError::ContextOverflow`](crate::ModelError::ContextOverflow), which
+    /// says how many tokens fit.
+    #[default]
+    Error,
+    /// Keep the most recent `n_ctx` tokens of each sequence and recompute the cache from
+    /// them (a full prefill of `n_ctx` tokens on every overflowing step).
+    Slide,
+}
 
 /// One layer's keys and values, `[batch, n_head, capacity, head_dim]`.
 #[derive(Debug)]
@@ -28,12 +39,7 @@ impl LayerKv {
 
     /// Writes `k`, `v` (`[b, n_head, s, head_dim]`, contiguous) at columns `past .. past + s`
     /// and returns views of columns `0 .. past + s` (no copy).
-    pub(crate) fn append(
-        &mut self,
-        k: &Tensor,
-        v: &Tensor,
-        past: usize,
-    ) -> Result<(Tensor, Tensor)> {
+    pub fn append(&mut self, k: &Tensor, v: &Tensor, past: usize) -> Result<(Tensor, Tensor)> {
         self.k.slice_set(k, 2, past)?;
         self.v.slice_set(v, 2, past)?;
         let l = past + k.dim(2)?;
@@ -71,13 +77,13 @@ impl LayerKv {
 /// generation).
 #[derive(Debug)]
 pub struct KvCache {
-    pub(crate) layers: Vec<LayerKv>,
+    layers: Vec<LayerKv>,
     /// Columns in use (the same for every sequence; includes left padding).
-    pub(crate) len: usize,
-    pub(crate) capacity: usize,
-    pub(crate) padding: Vec<usize>,
-    pub(crate) tokens: Vec<Vec<u32>>,
-    pub(crate) overflow: ContextOverflow,
+    len: usize,
+    capacity: usize,
+    padding: Vec<usize>,
+    tokens: Vec<Vec<u32>>,
+    overflow: ContextOverflow,
     n_ctx: usize,
     n_layer: usize,
     n_head: usize,
@@ -208,9 +214,52 @@ impl KvCache {
         self.ensure(b, columns.min(self.n_ctx), true)
     }
 
+    /// Empties the cache and makes room for a new batch of `batch` sequences of `columns`
+    /// columns (the buffers are reused when they fit).
+    pub(crate) fn start(&mut self, batch: usize, columns: usize) -> Result<()> {
+        self.reset();
+        self.ensure(batch, columns, false)
+    }
+
+    /// Makes room for `s` more columns for the current batch, keeping what it holds.
+    pub(crate) fn grow(&mut self, s: usize) -> Result<()> {
+        self.ensure(self.batch_size(), self.len + s, true)
+    }
+
+    /// Records what a prefill wrote: `tokens.len()` sequences, left-padded by `padding` to
+    /// the longest (whose length becomes [`len`](Self::len)).
+    pub(crate) fn commit_prefill(&mut self, padding: Vec<usize>, tokens: Vec<Vec<u32>>) {
+        self.len = padding
+            .iter()
+            .zip(&tokens)
+            .map(|(p, t)| p + t.len())
+            .max()
+            .unwrap_or(0);
+        self.padding = padding;
+        self.tokens = tokens;
+    }
+
+    /// Records that `tokens` (the same number for every sequence) were appended.
+    pub(crate) fn commit(&mut self, tokens: &[&[u32]]) {
+        self.len += tokens.first().map_or(0, |t| t.len());
+        for (hist, new) in self.tokens.iter_mut().zip(tokens) {
+            hist.extend_from_slice(new);
+        }
+    }
+
+    /// Every sequence's left padding.
+    pub(crate) fn paddings(&self) -> &[usize] {
+        &self.padding
+    }
+
+    /// Layer `l`'s keys and values.
+    pub(crate) fn layer_mut(&mut self, l: usize) -> Option<&mut LayerKv> {
+        self.layers.get_mut(l)
+    }
+
     /// Makes room for `needed` columns for `batch` sequences. `keep`: keep the current
     /// contents (else the cache is being refilled from scratch).
-    pub(crate) fn ensure(&mut self, batch: usize, needed: usize, keep: bool) -> Result<()> {
+    fn ensure(&mut self, batch: usize, needed: usize, keep: bool) -> Result<()> {
         let same_batch = self.layers.first().map(|l| l.k.dim(0)).transpose()? == Some(batch);
         if same_batch && needed <= self.capacity {
             return Ok(());

@@ -29,7 +29,7 @@ const SPIN: Duration = Duration::from_millis(2);
 /// Runs `f(i)` for every `i` in `0..n`, on the calling thread and the team's helpers, and
 /// returns when all have run. Tasks are handed out one index at a time, in order, so a task
 /// should be a sizeable piece of work (a block of rows, a head).
-pub(crate) fn for_each(n: usize, f: impl Fn(usize) + Sync) {
+pub fn for_each(n: usize, f: impl Fn(usize) + Sync) {
     match n {
         0 => {}
         1 => f(0),
@@ -42,7 +42,7 @@ pub(crate) fn for_each(n: usize, f: impl Fn(usize) + Sync) {
 
 /// Cuts `out` into chunks of `chunk` elements (the last may be shorter) and runs
 /// `f(index, chunk)` for each, as [`for_each`] does.
-pub(crate) fn for_each_chunk_mut<T: Send>(
+pub fn for_each_chunk_mut<T: Send>(
     out: &mut [T],
     chunk: usize,
     f: impl Fn(usize, &mut [T]) + Sync,

@@ -4,7 +4,7 @@
 //! blocks of 32; a block is 34 bytes, the scale `d = max|w| / 127` as a little-endian f16
 //! and then `q = round(w / d)` as 32 `i8`, so `w ≈ d · q` (1.0625 bytes per weight). The
 //! blocks of a GGUF file are therefore used as they lie in the mapped file, with no copy
-//! (see [`crate::gguf`]), and a matrix quantized at load holds the same bytes that
+//! (read by `gpt2_weights::gguf`), and a matrix quantized at load holds the same bytes that
 //! `gpt2 convert --dtype q8_0` writes.
 //!
 //! Products of a few rows (decode) round the activations to blocks of 32 too, as llama.cpp
@@ -14,15 +14,18 @@
 //! widening the weights to f32 in registers. Longer products (prefill) dequantize the matrix
 //! once and run an f32 gemm.
 
+use gpt2_weights::q8_0::{quantize_block, quantize_values, Q8Error};
 use gpt2_weights::SharedBytes;
+
+use super::mmap::huge_zeroed;
 use half::f16;
 use rayon::prelude::*;
 
 /// Weights per block.
-pub const BLOCK: usize = 32;
+pub use gpt2_weights::q8_0::BLOCK;
 
 /// Bytes per block: the f16 scale, then [`BLOCK`] `i8` values (GGML's `block_q8_0`).
-pub const BLOCK_BYTES: usize = 34;
+pub use gpt2_weights::q8_0::BLOCK_BYTES;
 
 /// A `[rows, k]` matrix in Q8_0 blocks along `k` (`k` a multiple of [`BLOCK`]). Cheap to
 /// clone (the blocks are shared).
@@ -47,43 +50,20 @@ impl std::fmt::Debug for Q8Matrix {
     }
 }
 
-/// `len` zeroed bytes for a matrix's blocks, in transparent huge pages where Linux gives
-/// them (`MADV_HUGEPAGE` before the first write): the decode kernel streams the matrix, and
-/// 2 MiB pages let the hardware prefetchers run on (4 KiB pages stop them at every page
-/// boundary) and spare the TLB. Only a hint: elsewhere, or when refused, these are ordinary
-/// pages.
-pub(crate) fn huge_zeroed(len: usize) -> Vec<u8> {
-    // calloc-style: a large zeroed allocation is fresh, untouched memory, so the advice
-    // applies to the page faults of the writes that follow.
-    let v = vec![0u8; len];
-    crate::model::advise(&v, crate::model::Advice::HugePage);
-    v
-}
-
-/// Quantizes 32 weights into one block: `d` rounded to f16 as GGML stores it (the `q` are
-/// computed with the f32 `d`, as GGML's `quantize_row_q8_0` does).
-fn quantize_block(w: &[f32], out: &mut [u8]) {
-    let mut q = [0i8; BLOCK];
-    let d = quantize_values(w, &mut q);
-    out[..2].copy_from_slice(&f16::from_f32(d).to_le_bytes());
-    for (o, q) in out[2..].iter_mut().zip(q) {
-        *o = q as u8;
+/// The error of a block, re-indexed into the whole matrix: `at(t)` is the index in the
+/// input of the block's `t`-th weight.
+fn reindex(e: Q8Error, at: impl Fn(usize) -> usize) -> Q8Error {
+    match e {
+        Q8Error::NonFinite { index, value } => Q8Error::NonFinite {
+            index: at(index),
+            value,
+        },
+        Q8Error::ScaleOverflow { amax, start } => Q8Error::ScaleOverflow {
+            amax,
+            start: at(start),
+        },
+        other => other,
     }
-}
-
-/// `q = round(w / d)` for `d = max|w| / 127`; returns `d`.
-fn quantize_values(w: &[f32], q: &mut [i8]) -> f32 {
-    let amax = w.iter().fold(0f32, |m, v| m.max(v.abs()));
-    let d = amax / 127.0;
-    let inv = if d > 0.0 { 1.0 / d } else { 0.0 };
-    // Round to nearest (ties to even) by adding and subtracting 1.5·2²³: exact for |v| ≤ 2²²,
-    // and it vectorizes where `f32::round` is a libm call on baseline x86-64.
-    const MAGIC: f32 = 12_582_912.0;
-    for (q, &w) in q.iter_mut().zip(w) {
-        let v = (w * inv).clamp(-127.0, 127.0);
-        *q = ((v + MAGIC) - MAGIC) as i8;
-    }
-    d
 }
 
 /// A block's scale.
@@ -95,11 +75,14 @@ fn scale(block: &[u8]) -> f32 {
 impl Q8Matrix {
     /// Quantizes `w` `[rows, k]` (row-major).
     ///
+    /// # Errors
+    /// When a weight is NaN or infinite, or a block's scale overflows f16.
+    ///
     /// # Panics
     /// If `k` is not a multiple of [`BLOCK`] or `w.len() != rows·k`.
-    pub fn from_rows(w: &[f32], rows: usize, k: usize) -> Self {
+    pub fn from_rows(w: &[f32], rows: usize, k: usize) -> Result<Self, Q8Error> {
         assert!(
-            k.is_multiple_of(BLOCK) && w.len() == rows * k,
+            k.is_multiple_of(BLOCK) && Some(w.len()) == rows.checked_mul(k),
             "bad Q8_0 shape"
         );
         let row_bytes = k / BLOCK * BLOCK_BYTES;
@@ -107,22 +90,27 @@ impl Q8Matrix {
         blocks
             .par_chunks_mut(row_bytes.max(1))
             .zip(w.par_chunks(k.max(1)))
-            .for_each(|(b, w)| {
-                for (b, w) in b.chunks_mut(BLOCK_BYTES).zip(w.chunks(BLOCK)) {
-                    quantize_block(w, b);
+            .enumerate()
+            .try_for_each(|(r, (b, w))| {
+                for (i, (b, w)) in b.chunks_mut(BLOCK_BYTES).zip(w.chunks(BLOCK)).enumerate() {
+                    quantize_block(w, b).map_err(|e| reindex(e, |t| r * k + i * BLOCK + t))?;
                 }
-            });
-        Self::owned(rows, k, blocks)
+                Ok(())
+            })?;
+        Ok(Self::owned(rows, k, blocks))
     }
 
     /// Quantizes `wᵀ` for `w` `[k, n]` (row-major, as `Conv1D` stores it): the result is
     /// `[n, k]`, blocks along `k`.
     ///
+    /// # Errors
+    /// When a weight is NaN or infinite, or a block's scale overflows f16.
+    ///
     /// # Panics
     /// If `k` is not a multiple of [`BLOCK`] or `w.len() != k·n`.
-    pub fn from_transposed(w: &[f32], k: usize, n: usize) -> Self {
+    pub fn from_transposed(w: &[f32], k: usize, n: usize) -> Result<Self, Q8Error> {
         assert!(
-            k.is_multiple_of(BLOCK) && w.len() == k * n,
+            k.is_multiple_of(BLOCK) && Some(w.len()) == k.checked_mul(n),
             "bad Q8_0 shape"
         );
         let row_bytes = k / BLOCK * BLOCK_BYTES;
@@ -132,7 +120,7 @@ impl Q8Matrix {
         blocks
             .par_chunks_mut((T * row_bytes).max(1))
             .enumerate()
-            .for_each(|(t, b)| {
+            .try_for_each(|(t, b)| {
                 let o0 = t * T;
                 let nt = b.len() / row_bytes;
                 let mut rows = vec![0f32; nt * k];
@@ -141,11 +129,18 @@ impl Q8Matrix {
                         rows[j * k + i] = v;
                     }
                 }
-                for (b, w) in b.chunks_mut(BLOCK_BYTES).zip(rows.chunks(BLOCK)) {
-                    quantize_block(w, b);
+                for (i, (b, r)) in b
+                    .chunks_mut(BLOCK_BYTES)
+                    .zip(rows.chunks(BLOCK))
+                    .enumerate()
+                {
+                    // Block i holds w[i0 .. i0 + 32, o] (a column of w).
+                    let (o, i0) = (o0 + i / (k / BLOCK), i % (k / BLOCK) * BLOCK);
+                    quantize_block(r, b).map_err(|e| reindex(e, |t| (i0 + t) * n + o))?;
                 }
-            });
-        Self::owned(n, k, blocks)
+                Ok(())
+            })?;
+        Ok(Self::owned(n, k, blocks))
     }
 
     fn owned(rows: usize, k: usize, blocks: Vec<u8>) -> Self {
@@ -159,37 +154,12 @@ impl Q8Matrix {
     /// A matrix of `rows` rows of `k` weights from its GGML `block_q8_0` bytes (`rows · k /
     /// 32` blocks of [`BLOCK_BYTES`], row after row). `None` when `k` is not a multiple of
     /// [`BLOCK`] or the length does not match.
-    ///
-    /// ```
-    /// use gpt2_model::q8::Q8Matrix;
-    /// // One block: scale 0.5 (f16 0x3800), then 32 × 2.
-    /// let mut block = vec![0x00, 0x38];
-    /// block.extend([2u8; 32]);
-    /// let q = Q8Matrix::from_blocks(1, 32, block).unwrap();
-    /// assert_eq!(q.dequantize(), vec![1.0; 32]);
-    /// assert!(Q8Matrix::from_blocks(1, 30, vec![0; 34]).is_none());
-    /// ```
     pub fn from_blocks(rows: usize, k: usize, blocks: Vec<u8>) -> Option<Self> {
         Self::blocks_fit(rows, k, blocks.len()).then(|| Self::owned(rows, k, blocks))
     }
 
     /// Like [`from_blocks`](Self::from_blocks), for blocks that stay in a mapped file
     /// (a GGUF model's tensor data): the products read them in place.
-    ///
-    /// ```
-    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
-    /// use gpt2_model::q8::Q8Matrix;
-    /// let dir = tempfile::tempdir()?;
-    /// let path = dir.path().join("blocks");
-    /// let mut block = vec![0x00, 0x38]; // scale 0.5
-    /// block.extend([2u8; 32]);
-    /// std::fs::write(&path, &block)?;
-    /// let bytes = gpt2_weights::SharedBytes::map_file(&path)?;
-    /// let q = Q8Matrix::from_mapped(1, 32, bytes).unwrap();
-    /// assert!(q.is_mapped());
-    /// assert_eq!(q.dequantize(), vec![1.0; 32]);
-    /// # Ok(()) }
-    /// ```
     pub fn from_mapped(rows: usize, k: usize, bytes: SharedBytes) -> Option<Self> {
         Self::blocks_fit(rows, k, bytes.len()).then(|| Self {
             rows,
@@ -217,14 +187,6 @@ impl Q8Matrix {
     }
 
     /// The block scales as f32, `[rows, k / 32]` row-major.
-    ///
-    /// ```
-    /// use gpt2_model::q8::Q8Matrix;
-    /// let w: Vec<f32> = (0..32).map(|i| i as f32 / 10.0).collect();
-    /// let q = Q8Matrix::from_rows(&w, 1, 32);
-    /// // max|w| / 127, rounded to f16 as GGML stores it.
-    /// assert_eq!(q.scales(), vec![half::f16::from_f32(3.1 / 127.0).to_f32()]);
-    /// ```
     pub fn scales(&self) -> Vec<f32> {
         self.blocks.chunks_exact(BLOCK_BYTES).map(scale).collect()
     }
@@ -271,7 +233,7 @@ impl Q8Matrix {
     /// If `x.len() != m·k`.
     pub fn matmul_t(&self, x: &[f32], m: usize) -> Vec<f32> {
         let k = self.k;
-        assert_eq!(x.len(), m * k, "x is not [m, k]");
+        assert_eq!(Some(x.len()), m.checked_mul(k), "x is not [m, k]");
         let nb = k / BLOCK;
         let rb = self.row_bytes();
         if m == 0 || self.rows == 0 {
@@ -292,7 +254,7 @@ impl Q8Matrix {
         let blocks: &[u8] = &self.blocks;
         // Chunks of 64 rows, one task each: `acc` is `[m, len]` for rows `r0 .. r0 + len`,
         // one kernel call per activation row (the chunk's blocks stay in L2 for the next).
-        crate::gemv::by_column_blocks(m, self.rows, 64, |r0, acc| {
+        super::gemv::by_column_blocks(m, self.rows, 64, |r0, acc| {
             let len = acc.len() / m;
             let rows = &blocks[r0 * rb..(r0 + len) * rb];
             for (i, acc) in acc.chunks_mut(len).enumerate() {
@@ -374,19 +336,20 @@ mod x86 {
         {
             return v;
         }
-        // SAFETY (each closure): the features the kernel is compiled for were just detected,
-        // and the kernels check the slice lengths before reading.
-        v.push(("avx2", |xq, ax, xd, rows, out| unsafe {
-            dot_avx2(xq, ax, xd, rows, out)
+        v.push(("avx2", |xq, ax, xd, rows, out| {
+            // SAFETY: the kernel's features were detected above; it checks the lengths.
+            unsafe { dot_avx2(xq, ax, xd, rows, out) }
         }));
         if is_x86_feature_detected!("avx512vnni") && is_x86_feature_detected!("avx512vl") {
-            v.push(("avx512vnni", |xq, ax, xd, rows, out| unsafe {
-                dot_avx512vnni(xq, ax, xd, rows, out)
+            v.push(("avx512vnni", |xq, ax, xd, rows, out| {
+                // SAFETY: the kernel's features were detected above; it checks the lengths.
+                unsafe { dot_avx512vnni(xq, ax, xd, rows, out) }
             }));
         }
         if is_x86_feature_detected!("avxvnni") {
-            v.push(("avxvnni", |xq, ax, xd, rows, out| unsafe {
-                dot_avxvnni(xq, ax, xd, rows, out)
+            v.push(("avxvnni", |xq, ax, xd, rows, out| {
+                // SAFETY: the kernel's features were detected above; it checks the lengths.
+                unsafe { dot_avxvnni(xq, ax, xd, rows, out) }
             }));
         }
         v
@@ -398,52 +361,58 @@ mod x86 {
         ($name:ident, $feat:literal, $sum:expr) => {
             #[target_feature(enable = $feat)]
             pub unsafe fn $name(xq: &[i8], ax: &[i8], xd: &[f32], rows: &[u8], out: &mut [f32]) {
-                let nb = xd.len();
-                let rb = nb * BLOCK_BYTES;
-                let len = out.len();
-                assert!(xq.len() >= nb * BLOCK && ax.len() >= nb * BLOCK);
-                assert!(rows.len() >= len * rb);
-                for j in 0..len.div_ceil(4) {
-                    let r = quarter_rows(j, len);
-                    let q: [*const u8; 4] = r.map(|r| rows.as_ptr().add(r * rb));
-                    let mut acc = [_mm256_setzero_ps(); 4];
-                    for b in 0..nb {
-                        let x = _mm256_loadu_si256(xq.as_ptr().add(b * BLOCK) as *const __m256i);
-                        let a = _mm256_loadu_si256(ax.as_ptr().add(b * BLOCK) as *const __m256i);
-                        let p: [*const u8; 4] = q.map(|q| q.add(b * BLOCK_BYTES));
-                        // Ask for each stream's bytes 2 KiB ahead: the hardware prefetchers
-                        // alone leave four streams per core well short of the memory
-                        // bandwidth (124M decode 125 → 150 tok/s; 1–4 KiB measured alike).
-                        // A prefetch never faults, so running past the end is harmless.
-                        for p in p {
-                            _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(PREFETCH) as *const i8);
-                        }
-                        // The four rows' f16 scales, widened at once, times x's scale.
-                        let h = p.map(|p| p.cast::<i16>().read_unaligned());
-                        let d = _mm_mul_ps(
-                            _mm_cvtph_ps(_mm_setr_epi16(h[0], h[1], h[2], h[3], 0, 0, 0, 0)),
-                            _mm_set1_ps(*xd.get_unchecked(b)),
-                        );
-                        let d: [f32; 4] = std::mem::transmute(d);
-                        for t in 0..4 {
-                            let w = _mm256_loadu_si256(p[t].add(2) as *const __m256i);
-                            // x·w = |x| · (w·sign(x)); |x|, |w| ≤ 127.
-                            let s = $sum(a, _mm256_sign_epi8(w, x));
-                            acc[t] = _mm256_fmadd_ps(
-                                _mm256_set1_ps(d[t]),
-                                _mm256_cvtepi32_ps(s),
-                                acc[t],
+                // SAFETY: the caller checked the CPU features; the asserts below bound every pointer read,
+                // and `quarter_rows` keeps each row index below `out.len()`.
+                unsafe {
+                    let nb = xd.len();
+                    let rb = nb * BLOCK_BYTES;
+                    let len = out.len();
+                    assert!(xq.len() >= nb * BLOCK && ax.len() >= nb * BLOCK);
+                    assert!(rows.len() >= len * rb);
+                    for j in 0..len.div_ceil(4) {
+                        let r = quarter_rows(j, len);
+                        let q: [*const u8; 4] = r.map(|r| rows.as_ptr().add(r * rb));
+                        let mut acc = [_mm256_setzero_ps(); 4];
+                        for b in 0..nb {
+                            let x =
+                                _mm256_loadu_si256(xq.as_ptr().add(b * BLOCK) as *const __m256i);
+                            let a =
+                                _mm256_loadu_si256(ax.as_ptr().add(b * BLOCK) as *const __m256i);
+                            let p: [*const u8; 4] = q.map(|q| q.add(b * BLOCK_BYTES));
+                            // Ask for each stream's bytes 2 KiB ahead: the hardware prefetchers
+                            // alone leave four streams per core well short of the memory
+                            // bandwidth (124M decode 125 → 150 tok/s; 1–4 KiB measured alike).
+                            // A prefetch never faults, so running past the end is harmless.
+                            for p in p {
+                                _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(PREFETCH) as *const i8);
+                            }
+                            // The four rows' f16 scales, widened at once, times x's scale.
+                            let h = p.map(|p| p.cast::<i16>().read_unaligned());
+                            let d = _mm_mul_ps(
+                                _mm_cvtph_ps(_mm_setr_epi16(h[0], h[1], h[2], h[3], 0, 0, 0, 0)),
+                                _mm_set1_ps(*xd.get_unchecked(b)),
                             );
+                            let d: [f32; 4] = std::mem::transmute(d);
+                            for t in 0..4 {
+                                let w = _mm256_loadu_si256(p[t].add(2) as *const __m256i);
+                                // x·w = |x| · (w·sign(x)); |x|, |w| ≤ 127.
+                                let s = $sum(a, _mm256_sign_epi8(w, x));
+                                acc[t] = _mm256_fmadd_ps(
+                                    _mm256_set1_ps(d[t]),
+                                    _mm256_cvtepi32_ps(s),
+                                    acc[t],
+                                );
+                            }
                         }
-                    }
-                    // Horizontal sums of the four accumulators at once.
-                    let h01 = _mm256_hadd_ps(acc[0], acc[1]);
-                    let h23 = _mm256_hadd_ps(acc[2], acc[3]);
-                    let h = _mm256_hadd_ps(h01, h23); // per 128-bit half: [r0, r1, r2, r3]
-                    let t = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
-                    let y: [f32; 4] = std::mem::transmute(t);
-                    for (r, y) in r.into_iter().zip(y) {
-                        *out.get_unchecked_mut(r) = y;
+                        // Horizontal sums of the four accumulators at once.
+                        let h01 = _mm256_hadd_ps(acc[0], acc[1]);
+                        let h23 = _mm256_hadd_ps(acc[2], acc[3]);
+                        let h = _mm256_hadd_ps(h01, h23); // per 128-bit half: [r0, r1, r2, r3]
+                        let t = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+                        let y: [f32; 4] = std::mem::transmute(t);
+                        for (r, y) in r.into_iter().zip(y) {
+                            *out.get_unchecked_mut(r) = y;
+                        }
                     }
                 }
             }
@@ -491,7 +460,7 @@ mod tests {
     fn quantization_error_is_within_half_a_step_and_the_f16_scale_rounding() {
         let (rows, k) = (5, 96);
         let w = values(rows * k, 1);
-        let q = Q8Matrix::from_rows(&w, rows, k);
+        let q = Q8Matrix::from_rows(&w, rows, k).expect("finite");
         assert_eq!(q.blocks().len(), rows * k / BLOCK * BLOCK_BYTES);
         let back = q.dequantize();
         for (b, (w, d)) in w.chunks(BLOCK).zip(back.chunks(BLOCK)).enumerate() {
@@ -504,16 +473,50 @@ mod tests {
             }
         }
         // An all-zero block stays zero.
-        let z = Q8Matrix::from_rows(&[0.0; 32], 1, 32);
+        let z = Q8Matrix::from_rows(&[0.0; 32], 1, 32).expect("finite");
         assert_eq!(z.dequantize(), vec![0.0; 32]);
         assert_eq!(z.blocks(), &[0u8; 34][..]);
+    }
+
+    #[test]
+    fn nan_infinite_and_huge_weights_are_errors_not_zeros() {
+        let mut w = values(64 * 2, 7);
+        w[77] = f32::NAN;
+        assert!(matches!(
+            Q8Matrix::from_rows(&w, 2, 64),
+            Err(Q8Error::NonFinite { index: 77, value }) if value.is_nan()
+        ));
+        // wᵀ of a [64, 2] matrix: element 77 is row 38, column 1.
+        assert!(matches!(
+            Q8Matrix::from_transposed(&w, 64, 2),
+            Err(Q8Error::NonFinite { index: 77, .. })
+        ));
+        w[77] = f32::INFINITY;
+        assert!(matches!(
+            Q8Matrix::from_rows(&w, 2, 64),
+            Err(Q8Error::NonFinite { index: 77, .. })
+        ));
+        w[77] = 1e30;
+        assert!(matches!(
+            Q8Matrix::from_rows(&w, 2, 64),
+            Err(Q8Error::ScaleOverflow { .. })
+        ));
+    }
+
+    #[test]
+    fn products_refuse_mismatched_lengths() {
+        let q = Q8Matrix::from_rows(&values(64, 1), 2, 32).expect("finite");
+        assert!(std::panic::catch_unwind(|| q.matmul_t(&[1.0; 31], 1)).is_err());
+        assert!(std::panic::catch_unwind(|| q.matmul_t(&[], 1usize << 62)).is_err());
+        assert!(std::panic::catch_unwind(|| Q8Matrix::from_rows(&[1.0; 31], 1, 31)).is_err());
+        assert!(Q8Matrix::from_blocks(1, 32, vec![0; 33]).is_none());
     }
 
     #[test]
     fn blocks_are_ggml_block_q8_0() {
         // 32 weights −1.27 … 1.27 around 0: d = 0.01, q = −127 … 127 step 8ish.
         let w: Vec<f32> = (0..32).map(|i| (i as f32 - 15.5) / 15.5 * 1.27).collect();
-        let q = Q8Matrix::from_rows(&w, 1, 32);
+        let q = Q8Matrix::from_rows(&w, 1, 32).expect("finite");
         let b = q.blocks();
         assert_eq!(b.len(), 34);
         assert_eq!(&b[..2], &f16::from_f32(0.01).to_le_bytes());
@@ -535,8 +538,8 @@ mod tests {
                 wt[o * k + i] = w[i * n + o];
             }
         }
-        let a = Q8Matrix::from_transposed(&w, k, n);
-        let b = Q8Matrix::from_rows(&wt, n, k);
+        let a = Q8Matrix::from_transposed(&w, k, n).expect("finite");
+        let b = Q8Matrix::from_rows(&wt, n, k).expect("finite");
         assert_eq!((a.rows(), a.k()), (n, k));
         assert_eq!(a.blocks(), b.blocks());
     }
@@ -544,7 +547,7 @@ mod tests {
     #[test]
     fn products_match_the_dequantized_operands() {
         let (rows, k) = (130, 160);
-        let q = Q8Matrix::from_rows(&values(rows * k, 3), rows, k);
+        let q = Q8Matrix::from_rows(&values(rows * k, 3), rows, k).expect("finite");
         let deq = q.dequantize();
         for m in [1, 3] {
             let x = values(m * k, 4 + m as u32);

@@ -9,7 +9,7 @@
 /// branches: `eˣ = 2ⁿ·eʳ`, `n = round(x·log₂e)`, `r = x − n·ln 2` in two parts, `eʳ` by a
 /// degree-6 polynomial, and `2ⁿ` put straight into the exponent bits.
 #[inline(always)]
-pub(crate) fn exp_f32(x: f32) -> f32 {
+pub fn exp_f32(x: f32) -> f32 {
     // Round to nearest by adding and subtracting 1.5·2²³; the sum's low mantissa bits are n.
     const MAGIC: f32 = 12_582_912.0;
     let x = x.clamp(-87.0, 88.0);
@@ -29,7 +29,7 @@ pub(crate) fn exp_f32(x: f32) -> f32 {
 /// [`exp_f32`], and 0 below −87 (where `eˣ` is below f32's normal range): what a softmax
 /// needs for masked (−∞) scores.
 #[inline(always)]
-pub(crate) fn exp_or_zero(x: f32) -> f32 {
+pub fn exp_or_zero(x: f32) -> f32 {
     let e = exp_f32(x);
     if x < -87.0 {
         0.0
@@ -42,12 +42,14 @@ pub(crate) fn exp_or_zero(x: f32) -> f32 {
 /// [`exp_f32`] to be vectorized 8 wide. `f` must give the same numbers either way (no fused
 /// multiply-adds are involved: Rust never contracts `a * b + c`).
 #[inline(always)]
-pub(crate) fn vectorized<R>(f: impl FnOnce() -> R) -> R {
+pub fn vectorized<R>(f: impl FnOnce() -> R) -> R {
     #[cfg(target_arch = "x86_64")]
     if is_x86_feature_detected!("avx2") {
         #[target_feature(enable = "avx2")]
         unsafe fn wide<R>(f: impl FnOnce() -> R) -> R {
-            f()
+            {
+                f()
+            }
         }
         // SAFETY: AVX2 was just detected.
         return unsafe { wide(f) };

@@ -19,15 +19,33 @@
 use candle_core::{CpuStorage, DType, Storage, Tensor};
 use half::f16;
 
+use super::matrix::Slice;
 use crate::error::Result;
-use crate::matrix::Slice;
 
 /// A weight element the kernels can read: `f32` or `f16`.
 pub trait Weight: Copy + Send + Sync + 'static {
-    /// `acc[j] += Σ_t a[t] · w[t][j]` for the `w` rows given (1 to 4 of them, same length).
+    /// `acc[j] += Σ_t a[t] · w[t][j]` for the `w` rows given (1 to 4 of them).
+    ///
+    /// # Panics
+    /// When more than 4 rows are given, `a` has fewer values than there are rows, or a row
+    /// is shorter than `acc` (checked before the vector kernels run).
     fn axpy(acc: &mut [f32], a: &[f32], w: &[&[Self]]);
-    /// `Σ_j x[j] · w[j]`.
+    /// `Σ_j x[j] · w[j]` over the shorter of the two.
     fn dot(x: &[f32], w: &[Self]) -> f32;
+}
+
+/// What the vector `axpy` kernels read: up to 4 rows, a coefficient for each, and every
+/// row at least `acc.len()` long.
+#[inline(always)]
+fn check_axpy<W>(acc: &[f32], a: &[f32], w: &[&[W]]) {
+    assert!(
+        w.len() <= 4 && a.len() >= w.len() && w.iter().all(|r| r.len() >= acc.len()),
+        "axpy: {} rows (at most 4) of lengths {:?} for {} coefficients and {} outputs",
+        w.len(),
+        w.iter().map(|r| r.len()).collect::<Vec<_>>(),
+        a.len(),
+        acc.len()
+    );
 }
 
 fn axpy_portable<W: Copy>(acc: &mut [f32], a: &[f32], w: &[&[W]], f: impl Fn(W) -> f32) {
@@ -63,12 +81,14 @@ mod x86 {
     /// 8 weights from `p` as f32.
     #[inline(always)]
     unsafe fn load_f32(p: *const f32) -> __m256 {
-        _mm256_loadu_ps(p)
+        // SAFETY: the caller passes a pointer to 8 readable values (a prefetch never faults).
+        unsafe { _mm256_loadu_ps(p) }
     }
 
     #[inline(always)]
     unsafe fn load_f16(p: *const f16) -> __m256 {
-        _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i))
+        // SAFETY: the caller passes a pointer to 8 readable values (a prefetch never faults).
+        unsafe { _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i)) }
     }
 
     /// How far ahead of a weight stream the kernels prefetch, in bytes: the hardware
@@ -79,7 +99,10 @@ mod x86 {
     /// Asks for the cache line at `p` (never faults, so `p` may lie past the end).
     #[inline(always)]
     unsafe fn prefetch<T>(p: *const T) {
-        _mm_prefetch::<_MM_HINT_T0>(p as *const i8);
+        // SAFETY: the caller passes a pointer to 8 readable values (a prefetch never faults).
+        unsafe {
+            _mm_prefetch::<_MM_HINT_T0>(p as *const i8);
+        }
     }
 
     macro_rules! kernels {
@@ -87,56 +110,60 @@ mod x86 {
             /// `acc += Σ a[t]·w[t]` (1..=4 rows of `w`, each `acc.len()` long).
             #[target_feature(enable = $feat)]
             pub unsafe fn $axpy(acc: &mut [f32], a: &[f32], w: &[&[$t]]) {
-                const LINE: usize = 64 / std::mem::size_of::<$t>();
-                const AHEAD: usize = PREFETCH / std::mem::size_of::<$t>();
-                let n = acc.len();
-                let main = n / 8 * 8;
-                let pa = acc.as_mut_ptr();
-                match w.len() {
-                    4 => {
-                        let (a0, a1, a2, a3) = (
-                            _mm256_set1_ps(a[0]),
-                            _mm256_set1_ps(a[1]),
-                            _mm256_set1_ps(a[2]),
-                            _mm256_set1_ps(a[3]),
-                        );
-                        let (w0, w1, w2, w3) =
-                            (w[0].as_ptr(), w[1].as_ptr(), w[2].as_ptr(), w[3].as_ptr());
-                        let mut j = 0;
-                        while j < main {
-                            if j % LINE == 0 {
-                                for w in [w0, w1, w2, w3] {
-                                    prefetch(w.wrapping_add(j + AHEAD));
-                                }
-                            }
-                            let mut s = _mm256_loadu_ps(pa.add(j));
-                            s = _mm256_fmadd_ps(a0, $load(w0.add(j)), s);
-                            s = _mm256_fmadd_ps(a1, $load(w1.add(j)), s);
-                            s = _mm256_fmadd_ps(a2, $load(w2.add(j)), s);
-                            s = _mm256_fmadd_ps(a3, $load(w3.add(j)), s);
-                            _mm256_storeu_ps(pa.add(j), s);
-                            j += 8;
-                        }
-                    }
-                    _ => {
-                        for (t, row) in w.iter().enumerate() {
-                            let at = _mm256_set1_ps(a[t]);
-                            let pw = row.as_ptr();
+                // SAFETY: the caller checked the CPU features; every pointer read is at an index below the
+                // lengths the caller checked (see `check_axpy`; `dot` reads min(x.len(), w.len())).
+                unsafe {
+                    const LINE: usize = 64 / std::mem::size_of::<$t>();
+                    const AHEAD: usize = PREFETCH / std::mem::size_of::<$t>();
+                    let n = acc.len();
+                    let main = n / 8 * 8;
+                    let pa = acc.as_mut_ptr();
+                    match w.len() {
+                        4 => {
+                            let (a0, a1, a2, a3) = (
+                                _mm256_set1_ps(a[0]),
+                                _mm256_set1_ps(a[1]),
+                                _mm256_set1_ps(a[2]),
+                                _mm256_set1_ps(a[3]),
+                            );
+                            let (w0, w1, w2, w3) =
+                                (w[0].as_ptr(), w[1].as_ptr(), w[2].as_ptr(), w[3].as_ptr());
                             let mut j = 0;
                             while j < main {
-                                let s = _mm256_loadu_ps(pa.add(j));
-                                _mm256_storeu_ps(
-                                    pa.add(j),
-                                    _mm256_fmadd_ps(at, $load(pw.add(j)), s),
-                                );
+                                if j % LINE == 0 {
+                                    for w in [w0, w1, w2, w3] {
+                                        prefetch(w.wrapping_add(j + AHEAD));
+                                    }
+                                }
+                                let mut s = _mm256_loadu_ps(pa.add(j));
+                                s = _mm256_fmadd_ps(a0, $load(w0.add(j)), s);
+                                s = _mm256_fmadd_ps(a1, $load(w1.add(j)), s);
+                                s = _mm256_fmadd_ps(a2, $load(w2.add(j)), s);
+                                s = _mm256_fmadd_ps(a3, $load(w3.add(j)), s);
+                                _mm256_storeu_ps(pa.add(j), s);
                                 j += 8;
                             }
                         }
+                        _ => {
+                            for (t, row) in w.iter().enumerate() {
+                                let at = _mm256_set1_ps(a[t]);
+                                let pw = row.as_ptr();
+                                let mut j = 0;
+                                while j < main {
+                                    let s = _mm256_loadu_ps(pa.add(j));
+                                    _mm256_storeu_ps(
+                                        pa.add(j),
+                                        _mm256_fmadd_ps(at, $load(pw.add(j)), s),
+                                    );
+                                    j += 8;
+                                }
+                            }
+                        }
                     }
-                }
-                for (t, row) in w.iter().enumerate() {
-                    for j in main..n {
-                        acc[j] += a[t] * $widen(row[j]);
+                    for (t, row) in w.iter().enumerate() {
+                        for j in main..n {
+                            acc[j] += a[t] * $widen(row[j]);
+                        }
                     }
                 }
             }
@@ -144,38 +171,52 @@ mod x86 {
             /// `Σ x[j]·w[j]`.
             #[target_feature(enable = $feat)]
             pub unsafe fn $dot(x: &[f32], w: &[$t]) -> f32 {
-                const LINE: usize = 64 / std::mem::size_of::<$t>();
-                const AHEAD: usize = PREFETCH / std::mem::size_of::<$t>();
-                let n = x.len().min(w.len());
-                let main = n / 32 * 32;
-                let (px, pw) = (x.as_ptr(), w.as_ptr());
-                let mut s0 = _mm256_setzero_ps();
-                let mut s1 = _mm256_setzero_ps();
-                let mut s2 = _mm256_setzero_ps();
-                let mut s3 = _mm256_setzero_ps();
-                let mut j = 0;
-                while j < main {
-                    // 32 weights: one or two cache lines.
-                    prefetch(pw.wrapping_add(j + AHEAD));
-                    if LINE < 32 {
-                        prefetch(pw.wrapping_add(j + LINE + AHEAD));
+                // SAFETY: the caller checked the CPU features; every pointer read is at an index below the
+                // lengths the caller checked (see `check_axpy`; `dot` reads min(x.len(), w.len())).
+                unsafe {
+                    const LINE: usize = 64 / std::mem::size_of::<$t>();
+                    const AHEAD: usize = PREFETCH / std::mem::size_of::<$t>();
+                    let n = x.len().min(w.len());
+                    let main = n / 32 * 32;
+                    let (px, pw) = (x.as_ptr(), w.as_ptr());
+                    let mut s0 = _mm256_setzero_ps();
+                    let mut s1 = _mm256_setzero_ps();
+                    let mut s2 = _mm256_setzero_ps();
+                    let mut s3 = _mm256_setzero_ps();
+                    let mut j = 0;
+                    while j < main {
+                        // 32 weights: one or two cache lines.
+                        prefetch(pw.wrapping_add(j + AHEAD));
+                        if LINE < 32 {
+                            prefetch(pw.wrapping_add(j + LINE + AHEAD));
+                        }
+                        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(px.add(j)), $load(pw.add(j)), s0);
+                        s1 = _mm256_fmadd_ps(
+                            _mm256_loadu_ps(px.add(j + 8)),
+                            $load(pw.add(j + 8)),
+                            s1,
+                        );
+                        s2 = _mm256_fmadd_ps(
+                            _mm256_loadu_ps(px.add(j + 16)),
+                            $load(pw.add(j + 16)),
+                            s2,
+                        );
+                        s3 = _mm256_fmadd_ps(
+                            _mm256_loadu_ps(px.add(j + 24)),
+                            $load(pw.add(j + 24)),
+                            s3,
+                        );
+                        j += 32;
                     }
-                    s0 = _mm256_fmadd_ps(_mm256_loadu_ps(px.add(j)), $load(pw.add(j)), s0);
-                    s1 = _mm256_fmadd_ps(_mm256_loadu_ps(px.add(j + 8)), $load(pw.add(j + 8)), s1);
-                    s2 =
-                        _mm256_fmadd_ps(_mm256_loadu_ps(px.add(j + 16)), $load(pw.add(j + 16)), s2);
-                    s3 =
-                        _mm256_fmadd_ps(_mm256_loadu_ps(px.add(j + 24)), $load(pw.add(j + 24)), s3);
-                    j += 32;
+                    let s = _mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3));
+                    let mut lanes = [0f32; 8];
+                    _mm256_storeu_ps(lanes.as_mut_ptr(), s);
+                    let mut t: f32 = lanes.iter().sum();
+                    for j in main..n {
+                        t += x[j] * $widen(w[j]);
+                    }
+                    t
                 }
-                let s = _mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3));
-                let mut lanes = [0f32; 8];
-                _mm256_storeu_ps(lanes.as_mut_ptr(), s);
-                let mut t: f32 = lanes.iter().sum();
-                for j in main..n {
-                    t += x[j] * $widen(w[j]);
-                }
-                t
             }
         };
     }
@@ -203,10 +244,11 @@ mod x86 {
 
 impl Weight for f32 {
     fn axpy(acc: &mut [f32], a: &[f32], w: &[&[f32]]) {
+        check_axpy(acc, a, w);
         #[cfg(target_arch = "x86_64")]
         if x86::has_fma() {
-            // SAFETY: the CPU has the features the kernel was compiled for; slices are in bounds
-            // (every row of `w` is at least `acc.len()` long, checked by the caller's chunking).
+            // SAFETY: the CPU has the features the kernel was compiled for; every row of `w`
+            // is at least `acc.len()` long and `a` has a value per row (`check_axpy`).
             return unsafe { x86::axpy_f32(acc, a, w) };
         }
         axpy_portable(acc, a, w, |w| w)
@@ -215,7 +257,8 @@ impl Weight for f32 {
     fn dot(x: &[f32], w: &[f32]) -> f32 {
         #[cfg(target_arch = "x86_64")]
         if x86::has_fma() {
-            // SAFETY: as above; the kernel reads min(x.len(), w.len()) elements.
+            // SAFETY: the features were detected; the kernel reads min(x.len(), w.len())
+            // elements of each.
             return unsafe { x86::dot_f32(x, w) };
         }
         dot_portable(x, w, |w| w)
@@ -224,9 +267,10 @@ impl Weight for f32 {
 
 impl Weight for f16 {
     fn axpy(acc: &mut [f32], a: &[f32], w: &[&[f16]]) {
+        check_axpy(acc, a, w);
         #[cfg(target_arch = "x86_64")]
         if x86::has_f16c() {
-            // SAFETY: see the f32 impl.
+            // SAFETY: the features were detected, and the lengths checked (`check_axpy`).
             return unsafe { x86::axpy_f16(acc, a, w) };
         }
         axpy_portable(acc, a, w, f16::to_f32)
@@ -235,7 +279,8 @@ impl Weight for f16 {
     fn dot(x: &[f32], w: &[f16]) -> f32 {
         #[cfg(target_arch = "x86_64")]
         if x86::has_f16c() {
-            // SAFETY: see the f32 impl.
+            // SAFETY: the features were detected; the kernel reads min(x.len(), w.len())
+            // elements of each.
             return unsafe { x86::dot_f16(x, w) };
         }
         dot_portable(x, w, f16::to_f32)
@@ -265,11 +310,11 @@ pub(crate) fn by_column_blocks(
     }
     let block = block.max(1);
     if m == 1 {
-        crate::team::for_each_chunk_mut(&mut out, block, |b, acc| fill(b * block, acc));
+        super::team::for_each_chunk_mut(&mut out, block, |b, acc| fill(b * block, acc));
         return out;
     }
     let mut scratch = vec![0f32; m * n];
-    crate::team::for_each_chunk_mut(&mut scratch, block * m, |b, acc| fill(b * block, acc));
+    super::team::for_each_chunk_mut(&mut scratch, block * m, |b, acc| fill(b * block, acc));
     for (b, acc) in scratch.chunks(block * m).enumerate() {
         let (c0, len) = (b * block, acc.len() / m);
         for r in 0..m {
@@ -284,8 +329,8 @@ pub(crate) fn by_column_blocks(
 /// # Panics
 /// If `x.len() != m·k` or `w.len() != k·n` (the callers pass tensors' own shapes).
 pub fn x_w<W: Weight>(x: &[f32], m: usize, k: usize, w: &[W], n: usize) -> Vec<f32> {
-    assert_eq!(x.len(), m * k, "x is not [m, k]");
-    assert_eq!(w.len(), k * n, "w is not [k, n]");
+    assert_eq!(Some(x.len()), m.checked_mul(k), "x is not [m, k]");
+    assert_eq!(Some(w.len()), k.checked_mul(n), "w is not [k, n]");
     if m == 1 {
         return x_w_one_row(x, k, w, n);
     }
@@ -315,7 +360,7 @@ fn x_w_one_row<W: Weight>(x: &[f32], k: usize, w: &[W], n: usize) -> Vec<f32> {
     let band = (k.div_ceil(threads).div_ceil(4) * 4).max(4);
     // One partial sum per band, `[bands, n]`.
     let mut partial = vec![0f32; k.div_ceil(band) * n];
-    crate::team::for_each_chunk_mut(&mut partial, n, |b, acc| {
+    super::team::for_each_chunk_mut(&mut partial, n, |b, acc| {
         let (i0, i1) = (b * band, ((b + 1) * band).min(k));
         let mut i = i0;
         while i < i1 {
@@ -343,8 +388,8 @@ fn x_w_one_row<W: Weight>(x: &[f32], k: usize, w: &[W], n: usize) -> Vec<f32> {
 /// # Panics
 /// If `x.len() != m·k` or `e.len() != n·k`.
 pub fn x_et<W: Weight>(x: &[f32], m: usize, k: usize, e: &[W], n: usize) -> Vec<f32> {
-    assert_eq!(x.len(), m * k, "x is not [m, k]");
-    assert_eq!(e.len(), n * k, "e is not [n, k]");
+    assert_eq!(Some(x.len()), m.checked_mul(k), "x is not [m, k]");
+    assert_eq!(Some(e.len()), n.checked_mul(k), "e is not [n, k]");
     const CHUNK: usize = 256;
     by_column_blocks(m, n, CHUNK, |v0, acc| {
         let len = acc.len() / m;
@@ -468,6 +513,7 @@ pub fn matmul_slice(
 mod tests {
     use super::*;
     use crate::test_values::values;
+    use std::panic::catch_unwind;
 
     fn naive(x: &[f32], m: usize, k: usize, w: &[f32], n: usize) -> Vec<f32> {
         let mut y = vec![0f64; m * n];
@@ -531,6 +577,32 @@ mod tests {
                 .collect();
             close(&x_et(&x, m, k, &e16, n), &naive(&x, m, k, &et16, n), 1e-4);
         }
+    }
+
+    #[test]
+    fn kernels_refuse_mismatched_lengths() {
+        let (acc, short, x) = (vec![0f32; 64], vec![1f32; 8], vec![1f32; 64]);
+        // Rows shorter than the output, too few coefficients, more than four rows.
+        for (a, rows) in [
+            (vec![1f32], vec![&short[..]]),
+            (vec![], vec![&x[..]]),
+            (vec![1f32; 5], vec![&x[..]; 5]),
+        ] {
+            let mut acc32 = acc.clone();
+            assert!(catch_unwind(move || f32::axpy(&mut acc32, &a, &rows)).is_err());
+        }
+        let short16 = vec![f16::ONE; 8];
+        let mut acc16 = acc.clone();
+        assert!(catch_unwind(move || f16::axpy(&mut acc16, &[1.0], &[&short16])).is_err());
+        // dot reads the shorter of the two.
+        assert_eq!(f32::dot(&x, &short), 8.0);
+        assert_eq!(f16::dot(&short, &[f16::ONE; 64]), 8.0);
+        // x_w / x_et: lengths that are not the shapes, or shapes whose product wraps.
+        let big = 1usize << 32;
+        assert!(catch_unwind(|| x_w(&x, 1, 64, &short, 2)).is_err());
+        assert!(catch_unwind(|| x_w::<f32>(&[], big, big, &[], 0)).is_err());
+        assert!(catch_unwind(|| x_et(&x, 1, 64, &short, 2)).is_err());
+        assert!(catch_unwind(|| x_et::<f32>(&[], 0, big, &[], big)).is_err());
     }
 
     #[test]

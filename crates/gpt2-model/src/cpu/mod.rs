@@ -1,0 +1,24 @@
+//! The CPU kernels, behind one boundary: the layers in [`crate::nn`] reach them only through
+//! [`Matrix`](matrix::Matrix) (every weight product) and [`ops`] (the fast paths of GELU,
+//! the attention softmax and decode attention). Nothing here imports from `nn` or `model`.
+//!
+//! - [`matrix`]: `Matrix { Tensor, Mapped, Q8 }`, the one place that branches on storage;
+//! - [`gemm`]: the products behind it (decode kernels for a few rows, a gemm for more);
+//! - [`gemv`]: f32/f16 weight-streaming kernels for a few activation rows;
+//! - [`q8`]: Q8_0 blocks and their integer dot-product kernels;
+//! - [`ops`]: the fast paths of the layers' ops;
+//! - [`team`]: spinning helper threads for the short parallel loops of a decode step;
+//! - [`fast_exp`]: a vectorizable `exp`;
+//! - [`mmap`]: page advice for mapped weights and quantized blocks.
+//!
+//! The module is private; the `unstable-kernels` feature makes it public for the kernel
+//! benchmarks in `examples/` (no stability promised).
+
+pub mod fast_exp;
+pub mod gemm;
+pub mod gemv;
+pub mod matrix;
+pub mod mmap;
+pub mod ops;
+pub mod q8;
+pub mod team;

@@ -1,0 +1,211 @@
+//! The stateless ops of the layers. Each takes its fast path where one exists (one labelled
+//! call into [`crate::cpu::ops`], or candle's fused kernel) and otherwise computes its
+//! reference path: plain candle ops, which run on every device and record their backward
+//! ops for training. [`reference`] holds the reference paths on their own, so that tests can
+//! compare the two.
+
+use candle_core::{DType, Tensor, D};
+
+use crate::cpu;
+use crate::error::Result;
+
+/// GPT-2's activation, the tanh approximation of GELU (`gelu_new` in Hugging Face, not the
+/// exact erf form): `½·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))`.
+///
+/// ```
+/// # fn main() -> Result<(), gpt2_model::ModelError> {
+/// use gpt2_model::nn::functional::gelu_new;
+/// use gpt2_model::{Device, Tensor};
+/// let y = gelu_new(&Tensor::new(&[-3f32, 0., 1.], &Device::Cpu)?)?.to_vec1::<f32>()?;
+/// assert!((y[0] + 0.003_637).abs() < 1e-6 && y[1] == 0.0 && (y[2] - 0.841_192).abs() < 1e-6);
+/// # Ok(()) }
+/// ```
+pub fn gelu_new(x: &Tensor) -> Result<Tensor> {
+    // Fast path: CPU f32, a vectorized exp on the decode team.
+    if let Some(y) = cpu::ops::gelu_new(x)? {
+        return Ok(y);
+    }
+    reference::gelu_new(x)
+}
+
+/// `softmax(scores + mask)` over the last dimension, in f32: `scores` `[b, h, s, L]`,
+/// `mask` `[b, 1, s, L]` (0 where a query sees a key, −∞ where it does not), or `None`
+/// when every key is visible.
+///
+/// ```
+/// # fn main() -> Result<(), gpt2_model::ModelError> {
+/// use gpt2_model::nn::functional::softmax;
+/// use gpt2_model::{Device, Tensor};
+/// let scores = Tensor::new(&[[[[0f32, 0., 5.]]]], &Device::Cpu)?; // [1, 1, 1, 3]
+/// let mask = Tensor::new(&[[[[0f32, 0., f32::NEG_INFINITY]]]], &Device::Cpu)?;
+/// let a = softmax(&scores, Some(&mask))?.flatten_all()?.to_vec1::<f32>()?;
+/// assert_eq!(a, vec![0.5, 0.5, 0.0]);
+/// # Ok(()) }
+/// ```
+pub fn softmax(scores: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
+    let scores = scores.to_dtype(DType::F32)?;
+    // Fast path: CPU f32, masked in place, rows in parallel.
+    if let Some(a) = cpu::ops::softmax(&scores, mask)? {
+        return Ok(a);
+    }
+    let scores = match mask {
+        Some(m) => scores.broadcast_add(m)?,
+        None => scores,
+    };
+    if scores.track_op() {
+        return reference::softmax(&scores);
+    }
+    // candle's fused kernel (every device; it records no backward op).
+    Ok(candle_nn::ops::softmax_last_dim(&scores)?)
+}
+
+/// Layer normalisation over the last dimension: `(x − mean) / √(var + eps) · weight + bias`,
+/// the biased variance, statistics in f32 whatever the dtype.
+///
+/// ```
+/// # fn main() -> Result<(), gpt2_model::ModelError> {
+/// use gpt2_model::nn::functional::layer_norm;
+/// use gpt2_model::{Device, Tensor};
+/// let x = Tensor::new(&[[2f32, 2., 2., 2.]], &Device::Cpu)?;
+/// let (w, b) = (Tensor::new(&[1f32; 4], &Device::Cpu)?, Tensor::new(&[0f32, 1., 0., 0.25], &Device::Cpu)?);
+/// // No variance: the output is the shift.
+/// assert_eq!(layer_norm(&x, &w, &b, 1e-5)?.to_vec2::<f32>()?, vec![vec![0., 1., 0., 0.25]]);
+/// # Ok(()) }
+/// ```
+pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Result<Tensor> {
+    if x.track_op() || weight.track_op() || bias.track_op() {
+        return reference::layer_norm(x, weight, bias, eps);
+    }
+    // candle's fused kernel (every device; it records no backward op).
+    Ok(candle_nn::ops::layer_norm(
+        &x.contiguous()?,
+        weight,
+        bias,
+        eps as f32,
+    )?)
+}
+
+/// The reference paths: plain candle ops that run on every device and are differentiable.
+pub mod reference {
+    use super::*;
+
+    /// [`gelu_new`](super::gelu_new) as candle's `gelu` (exactly this tanh approximation;
+    /// `gelu_erf` is the other one).
+    ///
+    /// ```
+    /// # fn main() -> Result<(), gpt2_model::ModelError> {
+    /// use gpt2_model::{Device, Tensor};
+    /// let x = Tensor::new(&[1f32], &Device::Cpu)?;
+    /// let y = gpt2_model::nn::functional::reference::gelu_new(&x)?.to_vec1::<f32>()?;
+    /// assert!((y[0] - 0.841_192).abs() < 1e-6);
+    /// # Ok(()) }
+    /// ```
+    pub fn gelu_new(x: &Tensor) -> Result<Tensor> {
+        Ok(x.gelu()?)
+    }
+
+    /// `eˣ⁻ᵐᵃˣ / Σ eˣ⁻ᵐᵃˣ` over the last dimension (f32 in, f32 out).
+    ///
+    /// ```
+    /// # fn main() -> Result<(), gpt2_model::ModelError> {
+    /// use gpt2_model::{Device, Tensor};
+    /// let x = Tensor::new(&[[0f32, 0.]], &Device::Cpu)?;
+    /// let a = gpt2_model::nn::functional::reference::softmax(&x)?.to_vec2::<f32>()?;
+    /// assert_eq!(a, vec![vec![0.5, 0.5]]);
+    /// # Ok(()) }
+    /// ```
+    pub fn softmax(x: &Tensor) -> Result<Tensor> {
+        Ok(candle_nn::ops::softmax(x, D::Minus1)?)
+    }
+
+    /// [`layer_norm`](super::layer_norm) from means, squares and divisions, in f32.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), gpt2_model::ModelError> {
+    /// use gpt2_model::{Device, Tensor};
+    /// let x = Tensor::new(&[[1f32, 3.]], &Device::Cpu)?;
+    /// let one = Tensor::new(&[1f32, 1.], &Device::Cpu)?;
+    /// let zero = Tensor::new(&[0f32, 0.], &Device::Cpu)?;
+    /// let y = gpt2_model::nn::functional::reference::layer_norm(&x, &one, &zero, 0.0)?;
+    /// assert_eq!(y.to_vec2::<f32>()?, vec![vec![-1., 1.]]);
+    /// # Ok(()) }
+    /// ```
+    pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Result<Tensor> {
+        let dtype = x.dtype();
+        let x = x.to_dtype(DType::F32)?;
+        let mean = x.mean_keepdim(D::Minus1)?;
+        let centred = x.broadcast_sub(&mean)?;
+        let var = centred.sqr()?.mean_keepdim(D::Minus1)?;
+        let normed = centred.broadcast_div(&(var + eps)?.sqrt()?)?;
+        let y = normed
+            .broadcast_mul(&weight.to_dtype(DType::F32)?)?
+            .broadcast_add(&bias.to_dtype(DType::F32)?)?;
+        Ok(y.to_dtype(dtype)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Var};
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> Result<f32> {
+        Ok((a - b)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?)
+    }
+
+    #[test]
+    fn fast_paths_agree_with_the_reference_paths() -> Result<()> {
+        let dev = Device::Cpu;
+        let x = (Tensor::randn(0f32, 3.0, (2, 3, 5, 7), &dev)?).contiguous()?;
+        assert!(max_diff(&gelu_new(&x)?, &reference::gelu_new(&x)?)? < 1e-5);
+        let mask = crate::nn::attention::causal_mask(&[0, 2], 2, 5, &dev)?;
+        for m in [Some(&mask), None] {
+            let added = match m {
+                Some(m) => x.broadcast_add(m)?,
+                None => x.clone(),
+            };
+            assert!(max_diff(&softmax(&x, m)?, &reference::softmax(&added)?)? < 1e-6);
+        }
+        let (w, b) = (
+            Tensor::randn(1f32, 0.1, 7, &dev)?,
+            Tensor::randn(0f32, 0.1, 7, &dev)?,
+        );
+        let fused = layer_norm(&x, &w, &b, 1e-5)?;
+        assert!(max_diff(&fused, &reference::layer_norm(&x, &w, &b, 1e-5)?)? < 1e-5);
+        Ok(())
+    }
+
+    #[test]
+    fn inputs_in_a_gradient_graph_take_the_differentiable_paths() -> Result<()> {
+        let dev = Device::Cpu;
+        let x = Var::new(&[[-1f32, 0.5, 2.0, 0.0]], &dev)?;
+        let (w, b) = (
+            Tensor::ones(4, DType::F32, &dev)?,
+            Tensor::zeros(4, DType::F32, &dev)?,
+        );
+        let y = (gelu_new(x.as_tensor())?.sum_all()?
+            + softmax(&x.as_tensor().unsqueeze(0)?.unsqueeze(0)?, None)?
+                .flatten_all()?
+                .get(0)?
+            + layer_norm(x.as_tensor(), &w, &b, 1e-5)?
+                .flatten_all()?
+                .get(1)?)?;
+        let grads = y.backward()?;
+        let g = grads.get(&x).expect("x has a gradient").to_vec2::<f32>()?;
+        assert!(g[0].iter().all(|v| v.is_finite()) && g[0].iter().any(|v| *v != 0.0));
+        Ok(())
+    }
+
+    #[test]
+    fn gelu_new_in_f16_is_close() -> Result<()> {
+        let x = Tensor::new(&[-2f32, -0.25, 0.75, 4.], &Device::Cpu)?;
+        let a = gelu_new(&x)?.to_vec1::<f32>()?;
+        let b = gelu_new(&x.to_dtype(DType::F16)?)?
+            .to_dtype(DType::F32)?
+            .to_vec1::<f32>()?;
+        for (a, b) in a.iter().zip(&b) {
+            assert!((a - b).abs() < 4e-3, "{a} vs {b}");
+        }
+        Ok(())
+    }
+}
