@@ -2,7 +2,7 @@
 //!
 //! For each size and dtype it makes a random-weight model of that shape if it is missing
 //! (`Gpt2::random` + `save_hf`, into `target/bench-models/<size>-random[-<dtype>]`), then runs
-//! the release `gpt2` binary several times in the conditions and prints medians:
+//! the release `gpt2` binary several times and prints medians:
 //!
 //! - **decode tok/s**: `gpt2 generate --stats --format json --greedy --ignore-eos` on a
 //!   32-token prompt with 128 new tokens (the `decode_tok_per_s` of the stats object);

@@ -126,7 +126,8 @@ fn long_text_uses_a_sliding_window() {
     ]));
     assert_eq!(got["n_scored"], n - 1);
     assert_eq!(got["windows"], 4); // [0, 32), [8, 40), [16, 48), [24, 51)
-                                   // The default stride (n_ctx / 2 = 16) scores every token once too.
+
+    // The default stride (n_ctx / 2 = 16) scores every token once too.
     let got = json(&score(&["--format", "json", "--ids", &ids]));
     assert_eq!(got["n_scored"], n - 1);
     // The first 32 tokens are scored as in one pass: the same as scoring them alone.

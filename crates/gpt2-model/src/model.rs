@@ -274,7 +274,8 @@ impl Gpt2 {
         let b = ids.len();
         let s = ids.first().map_or(0, Vec::len);
         let mut x = self.embed(ids, padding, past)?; // [b, s, n_embd]
-                                                     // One new token and no padding: every cached key is visible, no mask needed.
+
+        // One new token and no padding: every cached key is visible, no mask needed.
         let mask = if s == 1 && padding.iter().all(|&p| p == 0) {
             None
         } else {

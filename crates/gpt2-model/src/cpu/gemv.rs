@@ -420,9 +420,9 @@ pub fn x_et<W: Weight>(x: &[f32], m: usize, k: usize, e: &[W], n: usize) -> Vec<
 }
 
 /// At most this many activation rows go through these kernels; more rows are a real gemm
-/// (candle's, which reuses each weight tile from cache for many rows). Measured here (124M,
-/// 2 threads): a 32-token prefill 300 → 190 ms with the kernels; at 512 rows candle's gemm is
-/// faster (2.0 s against 3.0 s).
+/// (candle's, which reuses each weight tile from cache for many rows): the crossover point,
+/// measured at the 124M shape with 2 threads (the kernels win for a 32-token prefill, the
+/// gemm for 512 rows).
 pub const MAX_ROWS: usize = 64;
 
 /// Which layout of the weight operand of `x · w`.

@@ -381,7 +381,7 @@ mod x86 {
                             let p: [*const u8; 4] = q.map(|q| q.add(b * BLOCK_BYTES));
                             // Ask for each stream's bytes 2 KiB ahead: the hardware prefetchers
                             // alone leave four streams per core well short of the memory
-                            // bandwidth (124M decode 125 → 150 tok/s; 1–4 KiB measured alike).
+                            // bandwidth (see the README's "What makes it fast").
                             // A prefetch never faults, so running past the end is harmless.
                             for p in p {
                                 _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(PREFETCH) as *const i8);

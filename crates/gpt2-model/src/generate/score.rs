@@ -158,7 +158,8 @@ fn window_logprobs(model: &Gpt2, window: &[u32], first: usize) -> Result<Vec<f32
     let device = model.device();
     let ids = Tensor::new(window, device)?.unsqueeze(0)?;
     let logits = model.forward(&ids)?.squeeze(0)?; // [w, vocab]
-                                                   // Logits at position p predict the token at p + 1.
+
+    // Logits at position p predict the token at p + 1.
     let rows = logits.narrow(0, first - 1, window.len() - first)?;
     let log_probs = candle_nn::ops::log_softmax(&rows.to_dtype(DType::F32)?, D::Minus1)?;
     let targets = Tensor::new(&window[first..], device)?.unsqueeze(1)?;

@@ -148,7 +148,8 @@ pub fn attend(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>) -> Resu
         return Ok(y.reshape((b, s, h * d))?);
     }
     let scores = q.matmul(&k.t()?)?; // [b, h, s, L]
-                                     // Softmax in f32 whatever the compute dtype (f16 exp/sum lose too much).
+
+    // Softmax in f32 whatever the compute dtype (f16 exp/sum lose too much).
     let a = softmax(&scores, mask)?.to_dtype(v.dtype())?;
     merge_heads(&a.matmul(v)?) // [b, h, s, d] → [b, s, h·d]
 }
