@@ -7,6 +7,7 @@ use gpt2_weights::Config;
 use crate::error::{ModelError, Result};
 use crate::load::{LoadOptions, Quantization};
 use crate::nn::attention::causal_mask;
+use crate::nn::kv_cache::CacheShape;
 use crate::nn::{Block, ContextOverflow, Embedding, KvCache, LayerNorm, Param};
 
 /// Which positions to compute logits for.
@@ -94,15 +95,15 @@ impl Gpt2 {
     /// An empty cache for this model (buffers are allocated by the first prefill).
     pub fn new_cache(&self, overflow: ContextOverflow) -> KvCache {
         let c = &self.config;
-        KvCache::new(
-            c.n_ctx,
-            c.n_layer,
-            c.n_head,
-            c.head_dim(),
-            self.activations,
-            self.device.clone(),
-            overflow,
-        )
+        let shape = CacheShape {
+            n_ctx: c.n_ctx,
+            n_layer: c.n_layer,
+            n_head: c.n_head,
+            head_dim: c.head_dim(),
+            dtype: self.activations,
+            device: self.device.clone(),
+        };
+        KvCache::new(shape, overflow)
     }
 
     /// Starts (or restarts) `cache` with a batch of prompts and returns their logits.

@@ -189,17 +189,39 @@ fn blocked_len(rows: usize, k: usize, given: usize) -> Result<usize, Q8Error> {
 /// [`Q8Error::Shape`] when `k` is not a multiple of 32 or `w.len() != rows · k`; the errors
 /// of [`quantize_block`], with the index in `w`.
 pub fn quantize_rows(w: &[f32], rows: usize, k: usize) -> Result<Vec<u8>, Q8Error> {
-    let len = blocked_len(rows, k, w.len())?;
-    let mut out = vec![0u8; len];
+    let mut out = vec![0u8; blocked_len(rows, k, w.len())?];
+    quantize_rows_into(w, 0, &mut out)?;
+    Ok(out)
+}
+
+/// Quantizes consecutive blocks of 32 weights `w` into `out` (`w.len() / 32` blocks): a
+/// piece of [`quantize_rows`], for callers that quantize a matrix in parallel pieces. Error
+/// indices are `first +` the index in `w`.
+///
+/// # Errors
+/// [`Q8Error::Shape`] when `w` is not whole blocks or `out` has not their size; the errors of
+/// [`quantize_block`].
+pub fn quantize_rows_into(w: &[f32], first: usize, out: &mut [u8]) -> Result<(), Q8Error> {
+    if !w.len().is_multiple_of(BLOCK) || w.len() / BLOCK * BLOCK_BYTES != out.len() {
+        return Err(Q8Error::Shape(format!(
+            "{} weights into {} bytes of blocks",
+            w.len(),
+            out.len()
+        )));
+    }
     for (i, (b, w)) in out
         .chunks_exact_mut(BLOCK_BYTES)
         .zip(w.chunks_exact(BLOCK))
         .enumerate()
     {
-        quantize_block(w, b).map_err(|e| at(e, i * BLOCK))?;
+        quantize_block(w, b).map_err(|e| at(e, first + i * BLOCK))?;
     }
-    Ok(out)
+    Ok(())
 }
+
+/// Output rows per tile of [`quantize_transposed`]: it reads `w[i, o0..o0 + 16]`
+/// (contiguous) for every `i`.
+pub const TRANSPOSE_TILE: usize = 16;
 
 /// Quantizes `wᵀ` for `w` `[k, n]` (row-major, as a `Conv1D` weight `[in, out]` is stored):
 /// the blocks of the `[n, k]` matrix, blocks along `k` (what GGUF stores for `Conv1D`
@@ -216,44 +238,65 @@ pub fn quantize_rows(w: &[f32], rows: usize, k: usize) -> Result<Vec<u8>, Q8Erro
 /// # Errors
 /// As [`quantize_rows`] (`k` must be a multiple of 32); indices are into `w`.
 pub fn quantize_transposed(w: &[f32], k: usize, n: usize) -> Result<Vec<u8>, Q8Error> {
-    let len = blocked_len(n, k, w.len())?;
-    let row_bytes = k / BLOCK * BLOCK_BYTES;
-    let mut out = vec![0u8; len];
-    // 16 output rows at a time: read w[i, o0..o0+16] (contiguous) for every i.
-    const T: usize = 16;
-    let mut rows = vec![0f32; T * k];
-    for (t, b) in out.chunks_mut((T * row_bytes).max(1)).enumerate() {
-        let o0 = t * T;
-        let nt = b.len() / row_bytes.max(1);
-        for i in 0..k {
-            for (j, &v) in w[i * n + o0..i * n + o0 + nt].iter().enumerate() {
-                rows[j * k + i] = v;
-            }
-        }
-        for (bi, (b, r)) in b
-            .chunks_exact_mut(BLOCK_BYTES)
-            .zip(rows.chunks_exact(BLOCK))
-            .enumerate()
-        {
-            quantize_block(r, b).map_err(|e| {
-                // Weight j·k + i of the tile is w[i, o0 + j].
-                let first = bi * BLOCK;
-                let (j, i) = (first / k.max(1), first % k.max(1));
-                match at(e, 0) {
-                    Q8Error::NonFinite { index, value } => Q8Error::NonFinite {
-                        index: (i + index) * n + o0 + j,
-                        value,
-                    },
-                    Q8Error::ScaleOverflow { amax, .. } => Q8Error::ScaleOverflow {
-                        amax,
-                        start: i * n + o0 + j,
-                    },
-                    other => other,
-                }
-            })?;
-        }
+    let mut out = vec![0u8; blocked_len(n, k, w.len())?];
+    let tile = TRANSPOSE_TILE * (k / BLOCK * BLOCK_BYTES);
+    for (t, b) in out.chunks_mut(tile.max(1)).enumerate() {
+        quantize_transposed_into(w, k, n, t * TRANSPOSE_TILE, b)?;
     }
     Ok(out)
+}
+
+/// Quantizes rows `o0 .. o0 + out.len() / (k / 32 · 34)` of `wᵀ` (for `w` `[k, n]`) into
+/// `out`: one tile of [`quantize_transposed`], for callers that quantize tiles in parallel.
+///
+/// # Errors
+/// [`Q8Error::Shape`] when the sizes do not fit; the errors of [`quantize_block`], with the
+/// index in `w`.
+pub fn quantize_transposed_into(
+    w: &[f32],
+    k: usize,
+    n: usize,
+    o0: usize,
+    out: &mut [u8],
+) -> Result<(), Q8Error> {
+    blocked_len(n, k, w.len())?;
+    let row_bytes = k / BLOCK * BLOCK_BYTES;
+    let nt = out.len() / row_bytes.max(1);
+    if row_bytes == 0 || !out.len().is_multiple_of(row_bytes) || o0 + nt > n {
+        return Err(Q8Error::Shape(format!(
+            "{} bytes of blocks for rows {o0}.. of a [{n}, {k}] matrix",
+            out.len()
+        )));
+    }
+    let mut rows = vec![0f32; nt * k];
+    for i in 0..k {
+        for (j, &v) in w[i * n + o0..i * n + o0 + nt].iter().enumerate() {
+            rows[j * k + i] = v;
+        }
+    }
+    for (bi, (b, r)) in out
+        .chunks_exact_mut(BLOCK_BYTES)
+        .zip(rows.chunks_exact(BLOCK))
+        .enumerate()
+    {
+        quantize_block(r, b).map_err(|e| {
+            // Weight j·k + i of the tile is w[i, o0 + j].
+            let first = bi * BLOCK;
+            let (j, i) = (first / k, first % k);
+            match at(e, 0) {
+                Q8Error::NonFinite { index, value } => Q8Error::NonFinite {
+                    index: (i + index) * n + o0 + j,
+                    value,
+                },
+                Q8Error::ScaleOverflow { amax, .. } => Q8Error::ScaleOverflow {
+                    amax,
+                    start: i * n + o0 + j,
+                },
+                other => other,
+            }
+        })?;
+    }
+    Ok(())
 }
 
 /// Dequantizes `rows` rows of `k` weights from their blocks (row after row) into `[rows, k]`

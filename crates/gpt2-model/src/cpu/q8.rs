@@ -14,7 +14,9 @@
 //! widening the weights to f32 in registers. Longer products (prefill) dequantize the matrix
 //! once and run an f32 gemm.
 
-use gpt2_weights::q8_0::{quantize_block, quantize_values, Q8Error};
+use gpt2_weights::q8_0::{
+    quantize_rows_into, quantize_transposed_into, quantize_values, Q8Error, TRANSPOSE_TILE,
+};
 use gpt2_weights::SharedBytes;
 
 use super::mmap::huge_zeroed;
@@ -50,22 +52,6 @@ impl std::fmt::Debug for Q8Matrix {
     }
 }
 
-/// The error of a block, re-indexed into the whole matrix: `at(t)` is the index in the
-/// input of the block's `t`-th weight.
-fn reindex(e: Q8Error, at: impl Fn(usize) -> usize) -> Q8Error {
-    match e {
-        Q8Error::NonFinite { index, value } => Q8Error::NonFinite {
-            index: at(index),
-            value,
-        },
-        Q8Error::ScaleOverflow { amax, start } => Q8Error::ScaleOverflow {
-            amax,
-            start: at(start),
-        },
-        other => other,
-    }
-}
-
 /// A block's scale.
 #[inline]
 fn scale(block: &[u8]) -> f32 {
@@ -91,12 +77,7 @@ impl Q8Matrix {
             .par_chunks_mut(row_bytes.max(1))
             .zip(w.par_chunks(k.max(1)))
             .enumerate()
-            .try_for_each(|(r, (b, w))| {
-                for (i, (b, w)) in b.chunks_mut(BLOCK_BYTES).zip(w.chunks(BLOCK)).enumerate() {
-                    quantize_block(w, b).map_err(|e| reindex(e, |t| r * k + i * BLOCK + t))?;
-                }
-                Ok(())
-            })?;
+            .try_for_each(|(r, (b, w))| quantize_rows_into(w, r * k, b))?;
         Ok(Self::owned(rows, k, blocks))
     }
 
@@ -115,31 +96,11 @@ impl Q8Matrix {
         );
         let row_bytes = k / BLOCK * BLOCK_BYTES;
         let mut blocks = huge_zeroed(n * row_bytes);
-        // 16 output rows at a time: read w[i, o0..o0+16] (contiguous) for every i.
-        const T: usize = 16;
+        // Tiles of output rows in parallel, each read as a band of w's columns.
         blocks
-            .par_chunks_mut((T * row_bytes).max(1))
+            .par_chunks_mut((TRANSPOSE_TILE * row_bytes).max(1))
             .enumerate()
-            .try_for_each(|(t, b)| {
-                let o0 = t * T;
-                let nt = b.len() / row_bytes;
-                let mut rows = vec![0f32; nt * k];
-                for i in 0..k {
-                    for (j, &v) in w[i * n + o0..i * n + o0 + nt].iter().enumerate() {
-                        rows[j * k + i] = v;
-                    }
-                }
-                for (i, (b, r)) in b
-                    .chunks_mut(BLOCK_BYTES)
-                    .zip(rows.chunks(BLOCK))
-                    .enumerate()
-                {
-                    // Block i holds w[i0 .. i0 + 32, o] (a column of w).
-                    let (o, i0) = (o0 + i / (k / BLOCK), i % (k / BLOCK) * BLOCK);
-                    quantize_block(r, b).map_err(|e| reindex(e, |t| (i0 + t) * n + o))?;
-                }
-                Ok(())
-            })?;
+            .try_for_each(|(t, b)| quantize_transposed_into(w, k, n, t * TRANSPOSE_TILE, b))?;
         Ok(Self::owned(n, k, blocks))
     }
 

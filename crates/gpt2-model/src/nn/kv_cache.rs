@@ -84,24 +84,23 @@ pub struct KvCache {
     padding: Vec<usize>,
     tokens: Vec<Vec<u32>>,
     overflow: ContextOverflow,
-    n_ctx: usize,
-    n_layer: usize,
-    n_head: usize,
-    head_dim: usize,
-    dtype: DType,
-    device: Device,
+    shape: CacheShape,
+}
+
+/// What a cache's buffers look like: one `[batch, n_head, capacity ≤ n_ctx, head_dim]` pair
+/// per layer, in `dtype` on `device`.
+#[derive(Debug, Clone)]
+pub(crate) struct CacheShape {
+    pub n_ctx: usize,
+    pub n_layer: usize,
+    pub n_head: usize,
+    pub head_dim: usize,
+    pub dtype: DType,
+    pub device: Device,
 }
 
 impl KvCache {
-    pub(crate) fn new(
-        n_ctx: usize,
-        n_layer: usize,
-        n_head: usize,
-        head_dim: usize,
-        dtype: DType,
-        device: Device,
-        overflow: ContextOverflow,
-    ) -> Self {
+    pub(crate) fn new(shape: CacheShape, overflow: ContextOverflow) -> Self {
         Self {
             layers: Vec::new(),
             len: 0,
@@ -109,12 +108,7 @@ impl KvCache {
             padding: Vec::new(),
             tokens: Vec::new(),
             overflow,
-            n_ctx,
-            n_layer,
-            n_head,
-            head_dim,
-            dtype,
-            device,
+            shape,
         }
     }
 
@@ -133,12 +127,7 @@ impl KvCache {
             padding: self.padding.clone(),
             tokens: self.tokens.clone(),
             overflow: self.overflow,
-            n_ctx: self.n_ctx,
-            n_layer: self.n_layer,
-            n_head: self.n_head,
-            head_dim: self.head_dim,
-            dtype: self.dtype,
-            device: self.device.clone(),
+            shape: self.shape.clone(),
         })
     }
 
@@ -164,7 +153,7 @@ impl KvCache {
 
     /// The model's context length: the most columns the cache can hold.
     pub fn n_ctx(&self) -> usize {
-        self.n_ctx
+        self.shape.n_ctx
     }
 
     /// Columns of left padding before sequence `i`'s first token (`None` if out of range).
@@ -211,7 +200,7 @@ impl KvCache {
     /// so no later step reallocates.
     pub fn reserve(&mut self, columns: usize) -> Result<()> {
         let b = self.batch_size().max(1);
-        self.ensure(b, columns.min(self.n_ctx), true)
+        self.ensure(b, columns.min(self.shape.n_ctx), true)
     }
 
     /// Empties the cache and makes room for a new batch of `batch` sequences of `columns`
@@ -270,7 +259,7 @@ impl KvCache {
             .max(64)
             .div_ceil(64)
             .saturating_mul(64)
-            .min(self.n_ctx)
+            .min(self.shape.n_ctx)
             .max(needed);
         if same_batch && keep && self.len > 0 {
             self.layers = self
@@ -279,9 +268,9 @@ impl KvCache {
                 .map(|l| l.regrow(cap, self.len))
                 .collect::<Result<_>>()?;
         } else {
-            let shape = (batch, self.n_head, cap, self.head_dim);
-            self.layers = (0..self.n_layer)
-                .map(|_| LayerKv::zeros(shape, self.dtype, &self.device))
+            let shape = (batch, self.shape.n_head, cap, self.shape.head_dim);
+            self.layers = (0..self.shape.n_layer)
+                .map(|_| LayerKv::zeros(shape, self.shape.dtype, &self.shape.device))
                 .collect::<Result<_>>()?;
         }
         self.capacity = cap;
