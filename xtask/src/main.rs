@@ -2,6 +2,9 @@
 //!
 //! Each task is a module with its own clap `Args` and a `run` function.
 
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(clippy::undocumented_unsafe_blocks)]
+
 mod bench;
 mod fetch_models;
 mod llama;

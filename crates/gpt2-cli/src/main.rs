@@ -3,6 +3,9 @@
 //! Each subcommand lives in its own module under `cmd/`, with its clap
 //! arguments next to the code that runs it.
 
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(clippy::undocumented_unsafe_blocks)]
+
 mod cmd;
 
 use std::io::{self, Write};

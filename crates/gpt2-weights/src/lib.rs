@@ -67,6 +67,8 @@
 //!   (50256 for the released models).
 
 #![warn(missing_docs)]
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(clippy::undocumented_unsafe_blocks)]
 
 mod config;
 mod convert;

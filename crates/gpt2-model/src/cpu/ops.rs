@@ -158,7 +158,7 @@ pub fn attend_one_query(
         return Ok(None);
     };
     let (kst, vst) = (kl.stride(), vl.stride());
-    if kst[3] != 1 || vst[3] != 1 || v.dims() != k.dims() {
+    if kst[3] != 1 || vst[3] != 1 || v.dims() != k.dims() || k.dims() != [b, h, l, d] {
         return Ok(None);
     }
     let (k0, v0) = (kl.start_offset(), vl.start_offset());
@@ -220,7 +220,23 @@ mod tests {
         // Two sequences (the second with 2 padding columns), 3 heads, 5 new positions after
         // 2 cached ones.
         let scores = (Tensor::randn(0f32, 3.0, (2, 3, 5, 7), &dev)?).contiguous()?;
-        let mask = crate::nn::attention::causal_mask(&[0, 2], 2, 5, &dev)?;
+        // Sequence 1 has 2 columns of padding; 2 cached columns, then 5 queries (causal).
+        let inf = f32::NEG_INFINITY;
+        let mask: Vec<f32> = (0..2)
+            .flat_map(|seq| {
+                (0..5).flat_map(move |i| {
+                    (0..7).map(move |j| {
+                        let visible = j <= 2 + i && (seq == 0 || j >= 2 || j == 2 + i);
+                        if visible {
+                            0.0
+                        } else {
+                            inf
+                        }
+                    })
+                })
+            })
+            .collect();
+        let mask = Tensor::from_vec(mask, (2, 1, 5, 7), &dev)?;
         for m in [Some(&mask), None] {
             let ours = softmax(&scores, m)?.expect("CPU f32");
             let added = match m {
@@ -248,8 +264,11 @@ mod tests {
         let k = Tensor::randn(0f32, 1.0, (b, h, 64, d), &dev)?.narrow(2, 0, l)?;
         let v = Tensor::randn(0f32, 1.0, (b, h, 64, d), &dev)?.narrow(2, 0, l)?;
         let a = candle_nn::ops::softmax_last_dim(&q.matmul(&k.t()?)?)?;
-        let want =
-            crate::nn::attention::merge_heads(&a.matmul(&v.contiguous()?)?)?.reshape((b, h * d))?;
+        let want = a
+            .matmul(&v.contiguous()?)?
+            .transpose(1, 2)?
+            .contiguous()?
+            .reshape((b, h * d))?;
         let got = attend_one_query(&q, &k, &v, None)?.expect("CPU f32");
         let diff = (got - want)?.abs()?.max_all()?.to_scalar::<f32>()?;
         assert!(diff < 1e-5, "{diff}");
@@ -318,6 +337,30 @@ mod tests {
                 assert!((a - c).abs() as f64 <= tol, "gelu({x}) = {a}, candle {c}");
             }
         }
+        Ok(())
+    }
+
+    #[test]
+    fn decode_attention_refuses_mismatched_operands() -> Result<()> {
+        let dev = Device::Cpu;
+        let q = Tensor::randn(0f32, 1.0, (1, 2, 1, 8), &dev)?;
+        let k = Tensor::randn(0f32, 1.0, (1, 2, 5, 8), &dev)?;
+        // Values with fewer positions, or another head size, than the keys: no fast path
+        // (and no read past their storage).
+        for v in [
+            Tensor::randn(0f32, 1.0, (1, 2, 4, 8), &dev)?,
+            Tensor::randn(0f32, 1.0, (1, 2, 5, 4), &dev)?,
+        ] {
+            assert!(attend_one_query(&q, &k, &v, None)?.is_none());
+        }
+        // A mask, or several queries: not a decode step.
+        let mask = Tensor::zeros((1, 1, 1, 5), DType::F32, &dev)?;
+        assert!(attend_one_query(&q, &k, &k, Some(&mask))?.is_none());
+        let q2 = Tensor::randn(0f32, 1.0, (1, 2, 2, 8), &dev)?;
+        assert!(attend_one_query(&q2, &k, &k, None)?.is_none());
+        // Keys of another head size than the query.
+        let k4 = Tensor::randn(0f32, 1.0, (1, 2, 5, 4), &dev)?;
+        assert!(attend_one_query(&q, &k4, &k4, None)?.is_none());
         Ok(())
     }
 }
