@@ -413,6 +413,7 @@ impl Weights {
                 verified: AtomicBool::new(false),
             });
         }
+        check_no_overlap(&files, &entries)?;
         let by_name = entries
             .iter()
             .enumerate()
@@ -578,6 +579,32 @@ impl Weights {
         }
         Ok(())
     }
+}
+
+/// No two tensors share bytes: a crafted index could point every tensor at the same data
+/// (each would pass its own checks, and a checksum of the shared bytes would match them all).
+fn check_no_overlap(files: &[DataFile], entries: &[Entry]) -> Result<(), WeightsError> {
+    let mut spans: Vec<&Entry> = entries.iter().filter(|e| e.len > 0).collect();
+    spans.sort_by_key(|e| (e.file, e.start));
+    for pair in spans.windows(2) {
+        let (a, b) = (pair[0], pair[1]);
+        if a.file == b.file && a.start + a.len > b.start {
+            return Err(WeightsError::format(
+                files[a.file].path.display(),
+                format!(
+                    "tensors `{}` (bytes {}..{}) and `{}` (bytes {}..{}) overlap; each \
+                     tensor needs bytes of its own",
+                    a.stored_name,
+                    a.start,
+                    a.start + a.len,
+                    b.stored_name,
+                    b.start,
+                    b.start + b.len
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn check_extent(files: &[DataFile], t: &RawTensor, dtype: Dtype) -> Result<(), WeightsError> {

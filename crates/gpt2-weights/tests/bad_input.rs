@@ -483,3 +483,27 @@ fn failed_conversion_leaves_nothing() {
         assert!(common::list_tree(out.path()).is_empty());
     }
 }
+
+#[test]
+fn tensors_that_share_bytes_are_refused() {
+    // Every entry of the index pointing at offset 0 of the shard: each passes its own checks
+    // (and the crc of the shared bytes may match), but the tensors would alias each other.
+    let good = std::fs::read(micro("openai").join("model.ckpt.index")).unwrap();
+    let mut parsed = tf::parse_index(&good).unwrap();
+    let data = std::fs::read(micro("openai").join("model.ckpt.data-00000-of-00001")).unwrap();
+    let config = *Weights::open(&micro("openai")).unwrap().config();
+    // Two tensors of one size at the same offset (ln_f's gain and shift).
+    let gain = parsed
+        .entries
+        .iter()
+        .find(|(n, _)| n == "model/ln_f/g")
+        .map(|(_, e)| e.clone())
+        .unwrap();
+    for (n, e) in parsed.entries.iter_mut() {
+        if n == "model/ln_f/b" {
+            *e = gain.clone();
+        }
+    }
+    let err = tf::open_from_parsed(config, parsed, vec![data]).unwrap_err();
+    assert_contains(&err.to_string(), &["overlap", "model/ln_f/"]);
+}
