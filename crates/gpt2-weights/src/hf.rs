@@ -92,6 +92,21 @@ fn read_safetensors(
             format!("not a valid safetensors file: {e}"),
         )
     })?;
+    // `n` bytes of JSON after the 8-byte length (read_metadata checked both).
+    if let Some(key) = file
+        .bytes
+        .get(8..8 + n)
+        .and_then(|header| duplicate_key(header))
+    {
+        return Err(WeightsError::format(
+            file.path.display(),
+            format!(
+                "the safetensors header names tensor {} twice (a JSON object with a duplicated \
+                 key: which one is meant is ambiguous)",
+                quoted(&key)
+            ),
+        ));
+    }
     let base = 8 + n;
     let mut tensors: BTreeMap<String, &safetensors::tensor::TensorInfo> =
         metadata.tensors().into_iter().collect();
@@ -120,4 +135,54 @@ fn read_safetensors(
         });
     }
     Ok(())
+}
+
+/// The first key that appears twice at the top level of the JSON object `header` (serde_json
+/// keeps the last one silently, as does the safetensors crate).
+fn duplicate_key(header: &[u8]) -> Option<String> {
+    use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
+    struct Keys;
+    impl<'de> Visitor<'de> for Keys {
+        type Value = Option<String>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            // Every entry is read (serde_json checks the object's end), the first repeat kept.
+            let (mut seen, mut repeated) = (std::collections::HashSet::new(), None);
+            while let Some(key) = map.next_key::<String>()? {
+                map.next_value::<IgnoredAny>()?;
+                if repeated.is_none() && !seen.insert(key.clone()) {
+                    repeated = Some(key);
+                }
+            }
+            Ok(repeated)
+        }
+    }
+    serde_json::Deserializer::from_slice(header)
+        .deserialize_map(Keys)
+        .ok()
+        .flatten()
+}
+
+/// `s` quoted, cut to 200 bytes (at a character boundary) when longer.
+fn quoted(s: &str) -> String {
+    match s.char_indices().map(|(i, _)| i).find(|&i| i > 200) {
+        Some(cut) => format!("{:?}… ({} bytes in all)", &s[..cut], s.len()),
+        None => format!("{s:?}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn duplicate_keys_are_found() {
+        assert_eq!(
+            super::duplicate_key(br#"{"a":{"x":1},"b":2,"a":[3]}"#),
+            Some("a".to_string())
+        );
+        assert_eq!(super::duplicate_key(br#"{"a":1,"b":{"a":2}}"#), None);
+        let h = br#"{"ln_f.weight":{"data_offsets":[1,2],"dtype":"F32","shape":[16]},"__metadata__":{"format":"pt"},"ln_f.weight":{"dtype":"F32","shape":[16],"data_offsets":[0,64]}}"#;
+        assert_eq!(super::duplicate_key(h), Some("ln_f.weight".to_string()));
+    }
 }

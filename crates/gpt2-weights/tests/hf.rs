@@ -158,3 +158,22 @@ fn weights_can_be_shared_across_threads() {
         assert!(sums.windows(2).all(|p| p[0] == p[1]));
     });
 }
+
+#[test]
+fn a_header_naming_a_tensor_twice_is_refused() {
+    let (_tmp, dir) = common::copy_dir(&common::fixtures("micro/hf"));
+    let path = dir.join("model.safetensors");
+    let bytes = std::fs::read(&path).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header = std::str::from_utf8(&bytes[8..8 + n]).unwrap();
+    let parsed: serde_json::Value = serde_json::from_str(header).unwrap();
+    // `ln_f.weight` a second time, pointing at `ln_f.bias`'s bytes (same shape): the
+    // safetensors crate keeps the last one without a word.
+    let dup = format!("{{\"ln_f.weight\":{},{}", parsed["ln_f.bias"], &header[1..]);
+    let mut out = (dup.len() as u64).to_le_bytes().to_vec();
+    out.extend_from_slice(dup.as_bytes());
+    out.extend_from_slice(&bytes[8 + n..]);
+    std::fs::write(&path, out).unwrap();
+    let err = Weights::open(&dir).unwrap_err().to_string();
+    assert!(err.contains("\"ln_f.weight\" twice"), "{err}");
+}
