@@ -93,11 +93,7 @@ fn read_safetensors(
         )
     })?;
     // `n` bytes of JSON after the 8-byte length (read_metadata checked both).
-    if let Some(key) = file
-        .bytes
-        .get(8..8 + n)
-        .and_then(|header| duplicate_key(header))
-    {
+    if let Some(key) = file.bytes.get(8..8 + n).and_then(duplicate_key) {
         return Err(WeightsError::format(
             file.path.display(),
             format!(
