@@ -9,6 +9,17 @@ pub enum ModelError {
     #[error(transparent)]
     Weights(#[from] gpt2_weights::WeightsError),
 
+    /// A weight is NaN or infinite.
+    #[error("tensor `{name}`: value {index} is {value}; a model's weights must be finite numbers")]
+    NonFinite {
+        /// The canonical tensor name.
+        name: String,
+        /// The index of the first bad value (row-major).
+        index: usize,
+        /// The value.
+        value: f32,
+    },
+
     /// A weight matrix cannot be stored in 8-bit blocks (a NaN, an infinity, or a weight
     /// too large for the block scale).
     #[error("tensor `{name}` cannot be quantized to Q8_0: {source}")]

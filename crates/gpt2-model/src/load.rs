@@ -302,6 +302,23 @@ impl Gpt2 {
     }
 }
 
+/// A NaN or an infinity in a small tensor (a bias, a layer norm, `wpe`) is an error naming it:
+/// it would turn every activation into NaN (and 8-bit kernels would silently round those to
+/// zeros). A few thousand values per layer: no measurable load time. The large matrices are
+/// checked where they are converted (quantization refuses them); f32/f16 matrices used in
+/// place from the map are not scanned at load.
+fn check_finite(name: &str, t: &Tensor) -> Result<()> {
+    let values: Vec<f32> = t.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
+    match values.iter().position(|v| !v.is_finite()) {
+        None => Ok(()),
+        Some(index) => Err(ModelError::NonFinite {
+            name: name.to_string(),
+            index,
+            value: values[index],
+        }),
+    }
+}
+
 /// The builder's view of a source: each tensor fetched, checked against its expected shape,
 /// and put into the storage the options ask for.
 struct Source<'a, F> {
@@ -331,7 +348,11 @@ impl<F: FnMut(&str, DType) -> Result<Matrix>> Source<'_, F> {
         }
         let device = &opts.device;
         Ok(match (role, opts.quantize, m) {
-            (Role::Small, _, m) => Matrix::Tensor(m.to_tensor(device)?.to_dtype(dtype)?),
+            (Role::Small, _, m) => {
+                let t = m.to_tensor(device)?.to_dtype(dtype)?;
+                check_finite(name, &t)?;
+                Matrix::Tensor(t)
+            }
             (_, Some(Quantization::Q8_0), m) => {
                 let q = m.to_q8(role == Role::Conv1DWeight, name)?;
                 m.release();
