@@ -39,7 +39,7 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(names.len(), 16);
         for name in &names {
             if let Ok(t) = w.tensor(name) {
-                assert_eq!(t.data.len(), t.num_elements() * t.dtype.size_in_bytes());
+                assert_eq!(Some(t.data.len()), t.dtype.byte_len(t.num_elements()));
                 let _ = t.to_f32_vec();
             }
         }
