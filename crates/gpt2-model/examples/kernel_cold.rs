@@ -15,7 +15,10 @@ fn main() {
         .iter()
         .map(|w| w.iter().map(|&v| half::f16::from_f32(v)).collect())
         .collect();
-    let q: Vec<Q8Matrix> = w.iter().map(|w| Q8Matrix::from_rows(w, n, k).expect("finite weights")).collect();
+    let q: Vec<Q8Matrix> = w
+        .iter()
+        .map(|w| Q8Matrix::from_rows(w, n, k).expect("finite weights"))
+        .collect();
     let x: Vec<f32> = (0..k).map(|i| (i % 7) as f32 * 0.1).collect();
     let gw = (k * n * count) as f64 / 1e9;
     for _ in 0..3 {
