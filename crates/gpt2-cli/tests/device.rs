@@ -1,10 +1,15 @@
 //! `--device`: the CPU always works; a GPU missing from this build is a clear runtime error; a
-//! malformed value is a usage error.
+//! malformed value is a usage error. (These stay beside the binary: they depend on the
+//! cargo features it was built with. The end-to-end suites are in the workspace's `tests/`.)
 
 use std::process::{Command, Output, Stdio};
 
-mod common;
-use common::tiny;
+use std::path::PathBuf;
+
+/// The committed random-weight fixture model.
+fn tiny() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/tiny/hf")
+}
 
 fn generate(device: &str) -> Output {
     Command::new(env!("CARGO_BIN_EXE_gpt2"))

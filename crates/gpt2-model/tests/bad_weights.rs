@@ -6,20 +6,18 @@ use std::borrow::Cow;
 use gpt2_model::{Config, Gpt2, LoadOptions, ModelError};
 use gpt2_weights::{Dtype, TensorView};
 
-fn config() -> Config {
-    Config {
+/// A random model saved with `value` at index 3 of tensor `bad`.
+fn saved_with(dir: &std::path::Path, bad: &str, value: f32) {
+    let config: Config = "124M".parse::<gpt2_model::ModelSize>().expect("size").config();
+    let config = Config {
         n_vocab: 64,
         n_ctx: 8,
         n_embd: 32,
-        n_head: 2,
         n_layer: 1,
-        layer_norm_epsilon: 1e-5,
-    }
-}
-
-/// A random model saved with `value` at index 3 of tensor `bad`.
-fn saved_with(dir: &std::path::Path, bad: &str, value: f32) {
-    let model = Gpt2::random(&config(), 5, &LoadOptions::default()).expect("random");
+        n_head: 2,
+        ..config
+    };
+    let model = Gpt2::random(&config, 5, &LoadOptions::default()).expect("random");
     let views: Vec<(String, TensorView<'static>)> = model
         .named_tensors()
         .expect("tensors")
@@ -38,7 +36,7 @@ fn saved_with(dir: &std::path::Path, bad: &str, value: f32) {
             (name, view)
         })
         .collect();
-    gpt2_weights::save_hf(dir, &config(), &views).expect("save");
+    gpt2_weights::save_hf(dir, &config, &views).expect("save");
 }
 
 #[test]

@@ -5,8 +5,7 @@ use std::process::{Command, Output, Stdio};
 
 use serde_json::Value;
 
-mod common;
-use common::{reference, tiny};
+use gpt2_tests::{reference, tiny};
 
 fn csv(v: &Value) -> String {
     v.as_array()
@@ -18,7 +17,7 @@ fn csv(v: &Value) -> String {
 }
 
 fn score(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_gpt2"))
+    Command::new(gpt2_tests::gpt2_bin())
         .args(["score", "-m", tiny().to_str().unwrap()])
         .args(args)
         .stdin(Stdio::null())
@@ -85,7 +84,7 @@ fn text_from_argument_and_stdin() {
     assert!((got / ppl - 1.0).abs() < 1e-3, "{shown}");
     assert!(shown.contains("tokens:     10 (9 scored)"), "{shown}");
 
-    let mut child = Command::new(env!("CARGO_BIN_EXE_gpt2"))
+    let mut child = Command::new(gpt2_tests::gpt2_bin())
         .args(["score", "-m", tiny().to_str().unwrap(), "--format", "json"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

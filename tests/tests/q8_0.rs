@@ -7,10 +7,8 @@
 //! models; the committed `fixtures/tiny` (n_embd 40) and `fixtures/micro` (16) are refused
 //! with a clear error (tested).
 
-mod common;
-
-use common::*;
 use gpt2_model::{Config, DType, Gpt2, LoadOptions, ModelError, Quantization};
+use gpt2_tests::*;
 
 /// Bound on max |logit diff| for Q8_0 on the random n_embd-128 model (measured 1.3e-2).
 const Q8_LOGITS_TOL: f32 = 0.05;
@@ -32,11 +30,7 @@ fn q8_0_shared_gpt2_tiny() {
     let mut worst = 0f32;
     let (mut agree, mut compared, mut margin) = (0, 0, 0f64);
     for p in r.prompts() {
-        let logits = q8
-            .forward(&row(&p.ids))
-            .expect("forward")
-            .squeeze(0)
-            .expect("squeeze");
+        let logits = logits(&q8, &p.ids);
         worst = worst.max(max_abs_diff(&logits, &p.logits));
         let f32m = r.model("hf", DType::F32);
         let want = ids(&p.json["greedy"]["ids"]);

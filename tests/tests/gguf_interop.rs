@@ -3,12 +3,10 @@
 //! (printed with `--nocapture` and recorded in the crate README). The reader's checks of
 //! crafted files are `gpt2-weights`' tests.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 
-use common::*;
 use gpt2_model::{Config, Gpt2, LoadOptions, Quantization};
+use gpt2_tests::*;
 use gpt2_weights::gguf::{convert_to_gguf, GgufFile, GgufOptions, GGUF_FILE};
 use gpt2_weights::{Layout, Weights, WeightsError};
 
@@ -136,11 +134,7 @@ fn gguf_accuracy_against_f32() {
     let f32m = r.model("hf", gpt2_model::DType::F32);
     let (mut worst, mut agree, mut total, mut margin) = (0f32, 0, 0, 0f64);
     for p in r.prompts() {
-        let logits = q8
-            .forward(&row(&p.ids))
-            .expect("forward")
-            .squeeze(0)
-            .expect("squeeze");
+        let logits = logits(&q8, &p.ids);
         worst = worst.max(max_abs_diff(&logits, &p.logits));
         let n = ids(&p.json["greedy"]["ids"]).len();
         let (_, a, c, m) = compare(&f32m, &q8, &p.ids, n);

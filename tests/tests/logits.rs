@@ -7,11 +7,11 @@ use std::process::Command;
 use serde_json::Value;
 
 fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures")
+    gpt2_tests::root().join("fixtures")
 }
 
 fn gpt2() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_gpt2"))
+    Command::new(gpt2_tests::gpt2_bin())
 }
 
 /// (shape, values) of an f32 tensor in a safetensors file.

@@ -7,8 +7,7 @@ use std::process::{Command, Output, Stdio};
 
 use serde_json::Value;
 
-mod common;
-use common::{reference, root, tiny};
+use gpt2_tests::{gpt2, reference, root, tiny};
 
 fn ids_of(v: &Value) -> Vec<u32> {
     v.as_array()
@@ -20,14 +19,6 @@ fn ids_of(v: &Value) -> Vec<u32> {
 
 fn csv(ids: &[u32]) -> String {
     ids.iter().map(u32::to_string).collect::<Vec<_>>().join(",")
-}
-
-fn gpt2(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_gpt2"))
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
 }
 
 /// `gpt2 generate -m fixtures/tiny/hf ARGS`, expecting success.
@@ -136,7 +127,7 @@ fn empty_prompt_starts_from_endoftext() {
 
 #[test]
 fn prompt_from_stdin() {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_gpt2"))
+    let mut child = Command::new(gpt2_tests::gpt2_bin())
         .args(["generate", "-m", tiny().to_str().unwrap()])
         .args(["--greedy", "-n", "3", "--format", "json"])
         .stdin(Stdio::piped())
@@ -551,7 +542,7 @@ fn overlong_prompt_is_a_context_error_naming_what_fits() {
 fn closed_stdout_ends_quietly() {
     // `gpt2 generate ... | head -c 10`: read 10 bytes, close the pipe, the process must exit 0
     // with nothing on stderr.
-    let mut child = Command::new(env!("CARGO_BIN_EXE_gpt2"))
+    let mut child = Command::new(gpt2_tests::gpt2_bin())
         .args(["generate", "-m", tiny().to_str().unwrap()])
         .args([
             "--seed",
@@ -587,11 +578,9 @@ fn closed_stdout_ends_quietly() {
 #[test]
 fn shared_reference_model_cross_check() {
     // The shared gpt2-tiny (n_ctx 128, with tokenizer files) beside the checkout, when present.
-    let shared = root().join("../shared/fixtures/gpt2-tiny");
-    if !shared.join("hf").is_dir() {
-        eprintln!("note: {} absent, skipped", shared.display());
+    let Some(shared) = gpt2_tests::shared_fixture("gpt2-tiny") else {
         return;
-    }
+    };
     let reference: Value =
         serde_json::from_str(&std::fs::read_to_string(shared.join("reference.json")).unwrap())
             .unwrap();

@@ -2,10 +2,8 @@
 //! the logits move and whether greedy decoding still picks the same tokens. The numbers are
 //! printed (run with `--nocapture`) and recorded in the crate README.
 
-mod common;
-
-use common::*;
 use gpt2_model::DType;
+use gpt2_tests::*;
 
 /// Bound on max |logit diff| for f16 on the fixtures (measured at most 7.4e-3: see README).
 const F16_LOGITS_TOL: f32 = 0.02;
@@ -18,11 +16,7 @@ fn check(r: Option<Reference>, label: &str) {
     let mut worst = 0f32;
     let (mut agree, mut compared) = (0usize, 0usize);
     for p in r.prompts() {
-        let logits = model
-            .forward(&row(&p.ids))
-            .expect("forward")
-            .squeeze(0)
-            .expect("squeeze");
+        let logits = logits(&model, &p.ids);
         let d = max_abs_diff(&logits, &p.logits);
         worst = worst.max(d);
         let want = ids(&p.json["greedy"]["ids"]);
@@ -87,11 +81,7 @@ fn f16_checkpoint_computed_in_f32() {
     assert_eq!(model.dtype(), DType::F32);
     let mut worst = 0f32;
     for p in r.prompts() {
-        let logits = model
-            .forward(&row(&p.ids))
-            .expect("forward")
-            .squeeze(0)
-            .expect("squeeze");
+        let logits = logits(&model, &p.ids);
         worst = worst.max(max_abs_diff(&logits, &p.logits));
     }
     eprintln!("micro/openai-f16 in f32: max |logit diff| = {worst:.3e}");

@@ -4,13 +4,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn fixtures(rel: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../fixtures")
-        .join(rel)
+    gpt2_tests::repo_fixture(rel)
 }
 
 fn gpt2(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_gpt2"))
+    Command::new(gpt2_tests::gpt2_bin())
         .args(args)
         .output()
         .unwrap()

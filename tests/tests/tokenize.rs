@@ -6,12 +6,12 @@ use std::process::{Command, Output, Stdio};
 
 use serde_json::Value;
 
-const ENCODER_JSON: &[u8] = include_bytes!("../../gpt2-tokenizer/data/encoder.json");
-const VOCAB_BPE: &[u8] = include_bytes!("../../gpt2-tokenizer/data/vocab.bpe");
+const ENCODER_JSON: &[u8] = include_bytes!("../../crates/gpt2-tokenizer/data/encoder.json");
+const VOCAB_BPE: &[u8] = include_bytes!("../../crates/gpt2-tokenizer/data/vocab.bpe");
 
 /// Runs `gpt2 ARGS` with `stdin` as standard input.
 fn gpt2(args: &[&str], stdin: &[u8]) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_gpt2"))
+    let mut child = Command::new(gpt2_tests::gpt2_bin())
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -120,7 +120,7 @@ fn tokenize_rejects_invalid_utf8_stdin() {
 #[test]
 fn tokenize_rejects_invalid_utf8_argument() {
     use std::os::unix::ffi::OsStrExt;
-    let output = Command::new(env!("CARGO_BIN_EXE_gpt2"))
+    let output = Command::new(gpt2_tests::gpt2_bin())
         .arg("tokenize")
         .arg(std::ffi::OsStr::from_bytes(b"a\xFFb"))
         .output()
@@ -265,7 +265,7 @@ fn errors_about_huge_inputs_quote_only_a_little_of_them() {
 
     // A 10 MB line in merges.txt and a 10 MB token in vocab.json of a --vocab directory.
     let dir = tempfile::tempdir().unwrap();
-    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../gpt2-tokenizer/data");
+    let data = gpt2_tests::root().join("crates/gpt2-tokenizer/data");
     std::fs::copy(data.join("encoder.json"), dir.path().join("vocab.json")).unwrap();
     std::fs::write(
         dir.path().join("merges.txt"),

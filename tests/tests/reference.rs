@@ -5,10 +5,8 @@
 //! Runs on the committed fixtures (`fixtures/tiny`: 5 heads of 8 channels; `fixtures/micro`)
 //! and, when present, on the shared cross-check set (`../shared/fixtures/gpt2-tiny`).
 
-mod common;
-
-use common::*;
 use gpt2_model::DType;
+use gpt2_tests::*;
 
 const LOGITS_TOL: f32 = 1e-4;
 const HIDDEN_TOL: f32 = 1e-4;
@@ -25,11 +23,7 @@ fn check_logits(set: &str, layout: &str) {
     let Some(r) = reference(set) else { return };
     let model = r.model(layout, DType::F32);
     for p in r.prompts() {
-        let logits = model
-            .forward(&row(&p.ids))
-            .expect("forward")
-            .squeeze(0)
-            .expect("squeeze");
+        let logits = logits(&model, &p.ids);
         let d = max_abs_diff(&logits, &p.logits);
         eprintln!("{set}/{layout} {}: max |logit diff| = {d:.2e}", p.name);
         assert!(
@@ -94,11 +88,7 @@ fn check_logprob(set: &str, layout: &str) {
     let Some(r) = reference(set) else { return };
     let model = r.model(layout, DType::F32);
     for p in r.prompts() {
-        let logits = model
-            .forward(&row(&p.ids))
-            .expect("forward")
-            .squeeze(0)
-            .expect("squeeze");
+        let logits = logits(&model, &p.ids);
         let got = logprob_sum(&logits, &p.ids);
         // A one-token prompt has no targets: the reference stores null or 0.
         let want = p.json["logprob"]["sum"].as_f64().unwrap_or(0.0);
@@ -111,11 +101,7 @@ fn check_logprob(set: &str, layout: &str) {
             let mut ids = vec![50256];
             ids.extend(&p.ids);
             if ids.len() <= model.config().n_ctx {
-                let logits = model
-                    .forward(&row(&ids))
-                    .expect("forward")
-                    .squeeze(0)
-                    .expect("squeeze");
+                let logits = gpt2_tests::logits(&model, &ids);
                 let got = logprob_sum(&logits, &ids);
                 assert!(
                     (got - with_bos).abs() <= LOGPROB_TOL,

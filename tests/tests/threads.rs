@@ -1,11 +1,9 @@
 //! `--threads`: bounded by the machine, and threads that cannot start are an error.
 
-mod common;
-
 use std::process::{Command, Output, Stdio};
 
 fn gpt2(args: &[&str]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_gpt2"));
+    let mut command = Command::new(gpt2_tests::gpt2_bin());
     command.args(args).stdin(Stdio::null());
     command
 }
@@ -18,7 +16,7 @@ fn run(command: &mut Command) -> (Output, String) {
 
 #[test]
 fn thread_counts_beyond_four_per_cpu_are_usage_errors() {
-    let model = common::tiny();
+    let model = gpt2_tests::tiny();
     let model = model.to_str().expect("utf-8 path");
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let max = (4 * cpus).to_string();
@@ -71,10 +69,10 @@ fn thread_counts_beyond_four_per_cpu_are_usage_errors() {
 #[cfg(unix)]
 #[test]
 fn threads_that_cannot_start_are_an_error() {
-    let model = common::tiny();
+    let model = gpt2_tests::tiny();
     let script = format!(
         "ulimit -v 8000000 && exec '{}' generate -m '{}' --threads 2 -n 2 --greedy x",
-        env!("CARGO_BIN_EXE_gpt2"),
+        gpt2_tests::gpt2_bin().display(),
         model.display()
     );
     let (out, err) = run(Command::new("sh")

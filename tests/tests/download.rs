@@ -7,12 +7,12 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 
 fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+    gpt2_tests::root()
 }
 
 /// `gpt2` with no ambient model locations: only what the test passes is used.
 fn gpt2(home: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_gpt2"));
+    let mut cmd = Command::new(gpt2_tests::gpt2_bin());
     cmd.env_remove("GPT2_MODELS_DIR")
         .env_remove("GPT2_OPENAI_BASE_URL")
         .env("HOME", home)

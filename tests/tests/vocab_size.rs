@@ -1,25 +1,16 @@
 //! A tokenizer must have exactly the model's n_vocab tokens: checked when the model loads.
 
-mod common;
-
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
 
-fn gpt2(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_gpt2"))
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run gpt2")
-}
+use gpt2_tests::gpt2;
 
 /// A copy of the tiny model (n_vocab 50257) with a cut-down vocabulary of its own: the 256
 /// byte tokens and GPT-2's first 44 merges (300 tokens), in the Hugging Face layout.
 fn tiny_with_small_vocab(dir: &Path) {
     for file in ["config.json", "model.safetensors"] {
-        std::fs::copy(common::tiny().join(file), dir.join(file)).expect("copy the model");
+        std::fs::copy(gpt2_tests::tiny().join(file), dir.join(file)).expect("copy the model");
     }
-    let data = common::root().join("crates/gpt2-tokenizer/data");
+    let data = gpt2_tests::root().join("crates/gpt2-tokenizer/data");
     let encoder: serde_json::Map<String, serde_json::Value> =
         serde_json::from_slice(&std::fs::read(data.join("encoder.json")).expect("encoder"))
             .expect("parse encoder.json");
@@ -68,7 +59,7 @@ fn a_tokenizer_smaller_than_the_model_is_refused_at_load() {
 #[test]
 fn a_tokenizer_larger_than_the_model_is_refused_at_load() {
     // fixtures/micro: n_vocab 96 and no tokenizer files, so GPT-2's 50257-token vocabulary.
-    let micro = common::root().join("fixtures/micro/hf");
+    let micro = gpt2_tests::root().join("fixtures/micro/hf");
     let out = gpt2(&[
         "generate",
         "-m",

@@ -1,19 +1,11 @@
 //! `gpt2 convert --dtype q8_0` (GGUF) and running the result, as the user runs them.
 
-mod common;
-
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 
 use gpt2_model::{Config, Gpt2, LoadOptions, Logits};
 
-fn gpt2(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_gpt2"))
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
-}
+use gpt2_tests::gpt2;
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
@@ -156,7 +148,7 @@ fn convert_q8_0_refuses_n_embd_not_a_multiple_of_32() {
     let o = gpt2(&[
         "convert",
         "--from",
-        s(&common::tiny()),
+        s(&gpt2_tests::tiny()),
         "--to",
         s(&to),
         "--dtype",
@@ -178,7 +170,7 @@ fn convert_q8_0_refuses_n_embd_not_a_multiple_of_32() {
     let o = gpt2(&[
         "convert",
         "--from",
-        s(&common::tiny()),
+        s(&gpt2_tests::tiny()),
         "--to",
         s(&to),
         "--dtype",
