@@ -175,12 +175,15 @@ fn q8_matrix(name: &str, view: &TensorView<'_>, bytes: SharedBytes) -> Result<Ma
 
 /// A candle tensor from a tensor's little-endian bytes: one copy (straight from the map onto
 /// the device), then a cast if the stored dtype differs from `dtype`. `bytes` is the same
-/// data as a handle that tells whether it is a file mapping.
+/// data as a handle that tells whether it is a file mapping; `release`: unmap its pages
+/// afterwards (for the large matrices only: unmapping part of a huge page that neighbouring
+/// weights use in place would split their mapping into 4 KiB pages, slowing decode).
 fn tensor_from_view(
     view: &TensorView<'_>,
     bytes: &SharedBytes,
     dtype: DType,
     device: &Device,
+    release: bool,
 ) -> Result<Tensor> {
     if bytes.is_mapped() {
         advise(&view.data, Advice::Populate);
@@ -192,7 +195,9 @@ fn tensor_from_view(
     let t = Tensor::from_raw_buffer(&view.data, stored, &view.shape, device)?;
     // The values now live in `t`: unmap these file pages from the process (they stay in the
     // page cache), so that the peak RSS is about one copy of the weights, not two.
-    drop_mapped(bytes);
+    if release {
+        drop_mapped(bytes);
+    }
     Ok(if t.dtype() == dtype {
         t
     } else {
@@ -233,6 +238,11 @@ impl Gpt2 {
     /// long as the model lives, see [`Gpt2::weights_in_place`]); every other tensor is copied
     /// once into its final layout.
     pub fn from_weights(weights: &Weights, opts: &LoadOptions) -> Result<Self> {
+        // A GGUF file's Q8_0 blocks are used in place: its small tensors' pages stay mapped
+        // (they share huge pages with the blocks). Elsewhere every copied tensor's pages are
+        // released.
+        let blocks_in_place =
+            weights.layout() == gpt2_weights::Layout::Gguf && opts.quantize.is_some();
         Self::build(weights.config(), opts, |name, dtype| {
             let view = weights.tensor(name)?;
             let bytes = weights.shared_bytes(name)?;
@@ -257,6 +267,7 @@ impl Gpt2 {
                 &bytes,
                 dtype,
                 &opts.device,
+                role(name) != Role::Small || !blocks_in_place,
             )?))
         })
     }

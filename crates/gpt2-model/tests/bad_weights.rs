@@ -8,7 +8,10 @@ use gpt2_weights::{Dtype, TensorView};
 
 /// A random model saved with `value` at index 3 of tensor `bad`.
 fn saved_with(dir: &std::path::Path, bad: &str, value: f32) {
-    let config: Config = "124M".parse::<gpt2_model::ModelSize>().expect("size").config();
+    let config: Config = "124M"
+        .parse::<gpt2_model::ModelSize>()
+        .expect("size")
+        .config();
     let config = Config {
         n_vocab: 64,
         n_ctx: 8,
