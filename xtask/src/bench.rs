@@ -133,13 +133,14 @@ pub fn ensure_model(
         );
         // GPT-2's tokenizer in the file, as `gpt2 convert` stores it for a model without
         // tokenizer files: llama.cpp needs one to load the model.
-        let (tokens, merges) = gpt2_tokenizer::Tokenizer::gpt2().tokens_and_merges();
+        let gpt2 = gpt2_tokenizer::Tokenizer::gpt2();
+        let (tokens, merges) = gpt2.tokens_and_merges();
         let opts = gpt2_weights::gguf::GgufOptions {
             name: format!("{name}-random"),
             tokenizer: Some(gpt2_weights::gguf::TokenizerLists {
                 tokens,
                 merges,
-                eos: gpt2_tokenizer::Tokenizer::gpt2().end_of_text(),
+                eos: gpt2.end_of_text(),
             }),
         };
         gpt2_weights::gguf::convert_to_gguf(&from, &dir, &opts)

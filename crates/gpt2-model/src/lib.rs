@@ -68,7 +68,7 @@ pub mod config;
 #[cfg(feature = "unstable-kernels")]
 pub mod cpu;
 #[cfg(not(feature = "unstable-kernels"))]
-#[allow(dead_code, unreachable_pub)]
+#[allow(unreachable_pub)]
 pub(crate) mod cpu;
 pub mod error;
 pub mod generate;

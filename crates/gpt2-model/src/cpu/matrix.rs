@@ -156,15 +156,6 @@ impl Matrix {
         }
     }
 
-    /// The element type of the stored values (`U8` for Q8_0 blocks).
-    pub fn dtype(&self) -> DType {
-        match self {
-            Matrix::Tensor(t) => t.dtype(),
-            Matrix::Mapped(m) => m.dtype,
-            Matrix::Q8 { .. } => DType::U8,
-        }
-    }
-
     /// Whether the values are read in place from a mapped file (f32/f16 safetensors, or the
     /// Q8_0 blocks of a GGUF file).
     pub fn is_mapped(&self) -> bool {

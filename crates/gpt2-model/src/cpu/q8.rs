@@ -115,6 +115,7 @@ impl Q8Matrix {
     /// A matrix of `rows` rows of `k` weights from its GGML `block_q8_0` bytes (`rows · k /
     /// 32` blocks of [`BLOCK_BYTES`], row after row). `None` when `k` is not a multiple of
     /// [`BLOCK`] or the length does not match.
+    #[cfg(test)]
     pub fn from_blocks(rows: usize, k: usize, blocks: Vec<u8>) -> Option<Self> {
         Self::blocks_fit(rows, k, blocks.len()).then(|| Self::owned(rows, k, blocks))
     }
@@ -138,6 +139,7 @@ impl Q8Matrix {
     }
 
     /// The GGML `block_q8_0` bytes, `[rows, k / 32]` blocks of [`BLOCK_BYTES`].
+    #[cfg(test)]
     pub fn blocks(&self) -> &[u8] {
         &self.blocks
     }
@@ -145,11 +147,6 @@ impl Q8Matrix {
     /// Whether the blocks are read in place from a mapped file.
     pub fn is_mapped(&self) -> bool {
         self.blocks.is_mapped()
-    }
-
-    /// The block scales as f32, `[rows, k / 32]` row-major.
-    pub fn scales(&self) -> Vec<f32> {
-        self.blocks.chunks_exact(BLOCK_BYTES).map(scale).collect()
     }
 
     /// Rows.

@@ -1,12 +1,10 @@
 //! The KV cache gives the same logits as a full recompute; batched (left-padded) sequences
 //! give the same logits as each run alone; the context limit is enforced or slid.
 
-mod common;
-
-use common::*;
 use gpt2_model::{
     Config, ContextOverflow, DType, Gpt2, KvCache, LoadOptions, Logits, ModelError, Tensor,
 };
+use gpt2_tests::*;
 
 const TOL: f32 = 1e-4;
 
