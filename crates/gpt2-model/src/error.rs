@@ -20,6 +20,17 @@ pub enum ModelError {
         value: f32,
     },
 
+    /// A Q8_0 block of a weight matrix has a NaN or infinite scale.
+    #[error("tensor `{name}`: the Q8_0 block holding value {index} has scale {scale}; a model's weights must be finite numbers")]
+    NonFiniteScale {
+        /// The canonical tensor name.
+        name: String,
+        /// The row-major index of the block's first value.
+        index: usize,
+        /// The scale.
+        scale: f32,
+    },
+
     /// A weight matrix cannot be stored in 8-bit blocks (a NaN, an infinity, or a weight
     /// too large for the block scale).
     #[error("tensor `{name}` cannot be quantized to Q8_0: {source}")]

@@ -13,7 +13,7 @@ use std::path::Path;
 use candle_core::{DType, Device, Tensor};
 use gpt2_weights::{Config, SharedBytes, TensorView, Weights};
 
-use crate::cpu::matrix::{Mapped, Matrix};
+use crate::cpu::matrix::{Mapped, Matrix, NonFinite};
 use crate::cpu::mmap::{advise, drop_mapped, Advice};
 use crate::cpu::q8;
 use crate::error::{ModelError, Result};
@@ -313,19 +313,26 @@ impl Gpt2 {
     }
 }
 
-/// A NaN or an infinity in a small tensor (a bias, a layer norm, `wpe`) is an error naming it:
-/// it would turn every activation into NaN (and 8-bit kernels would silently round those to
-/// zeros). A few thousand values per layer: no measurable load time. The large matrices are
-/// checked where they are converted (quantization refuses them); f32/f16 matrices used in
-/// place from the map are not scanned at load.
-fn check_finite(name: &str, t: &Tensor) -> Result<()> {
-    let values: Vec<f32> = t.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
-    match values.iter().position(|v| !v.is_finite()) {
+/// A NaN or an infinity in any weight is an error naming the tensor: it would turn every
+/// activation into NaN, and 8-bit kernels would silently round it to zeros. Every tensor is
+/// scanned once, in its final storage: copies and values used in place from the map (f32 or
+/// f16), and the scales of Q8_0 blocks (a freshly quantized matrix was already refused by
+/// the quantizer). The scan reads the weights once at memory bandwidth, in parallel over the
+/// rayon pool. Measured on the 124M model in f32 (475 MB, 2-core AMD EPYC Zen 5 guest, page
+/// cache warm): `Gpt2::load` 0.01 → 0.09 s, start → first token 0.50 → 0.54 s (the scan
+/// faults in pages the first forward pass would otherwise fault in); ~1 s for 1558M in f32.
+fn check_finite(name: &str, m: &Matrix) -> Result<()> {
+    match m.first_non_finite()? {
         None => Ok(()),
-        Some(index) => Err(ModelError::NonFinite {
+        Some(NonFinite::Value { index, value }) => Err(ModelError::NonFinite {
             name: name.to_string(),
             index,
-            value: values[index],
+            value,
+        }),
+        Some(NonFinite::Scale { index, scale }) => Err(ModelError::NonFiniteScale {
+            name: name.to_string(),
+            index,
+            scale,
         }),
     }
 }
@@ -358,12 +365,8 @@ impl<F: FnMut(&str, DType) -> Result<Matrix>> Source<'_, F> {
             }
         }
         let device = &opts.device;
-        Ok(match (role, opts.quantize, m) {
-            (Role::Small, _, m) => {
-                let t = m.to_tensor(device)?.to_dtype(dtype)?;
-                check_finite(name, &t)?;
-                Matrix::Tensor(t)
-            }
+        let m = match (role, opts.quantize, m) {
+            (Role::Small, _, m) => Matrix::Tensor(m.to_tensor(device)?.to_dtype(dtype)?),
             (_, Some(Quantization::Q8_0), m) => {
                 let q = m.to_q8(role == Role::Conv1DWeight, name)?;
                 m.release();
@@ -374,7 +377,9 @@ impl<F: FnMut(&str, DType) -> Result<Matrix>> Source<'_, F> {
             }
             (_, None, Matrix::Tensor(t)) => Matrix::Tensor(t.contiguous()?),
             (_, None, m) => m,
-        })
+        };
+        check_finite(name, &m)?;
+        Ok(m)
     }
 
     /// A small tensor (`wpe`, a bias, a layer-norm parameter).

@@ -22,10 +22,11 @@
 
 use std::sync::Arc;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{CpuStorage, DType, Device, Storage, Tensor};
 use gpt2_weights::SharedBytes;
 use half::f16;
 
+use super::finite;
 use super::gemm::{self, Layout};
 use super::q8::{self, Q8Matrix};
 use crate::error::{ModelError, Result};
@@ -121,6 +122,25 @@ impl Mapped {
             Slice::F16(v) => v.iter().map(|h| h.to_f32()).collect(),
         }
     }
+}
+
+/// Where a matrix holds a NaN or an infinity ([`Matrix::first_non_finite`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum NonFinite {
+    /// Value `index` of `W` (row-major) is `value`.
+    Value {
+        /// Row-major index into `W`.
+        index: usize,
+        /// The value (NaN or ±inf).
+        value: f32,
+    },
+    /// The Q8_0 block holding value `index` of `W` (row-major) has the scale `scale`.
+    Scale {
+        /// Row-major index into `W` of the block's first value.
+        index: usize,
+        /// The block's scale (NaN or ±inf).
+        scale: f32,
+    },
 }
 
 /// A weight matrix `W` `[rows, cols]`: a candle tensor (any device), f32/f16 values in the
@@ -283,6 +303,48 @@ impl Matrix {
         Ok(Matrix::Q8 {
             blocks: Arc::new(blocks),
             transposed,
+        })
+    }
+
+    /// The first NaN or infinity in `W`, if any: a value (f32/f16 tensors and mapped values,
+    /// scanned in place) or a Q8_0 block scale. Bounded by memory bandwidth (see
+    /// [`finite`](super::finite)); tensors on other devices are copied to the host first.
+    pub fn first_non_finite(&self) -> Result<Option<NonFinite>> {
+        let value = |found: Option<(usize, f32)>| {
+            found.map(|(index, value)| NonFinite::Value { index, value })
+        };
+        Ok(match self {
+            Matrix::Mapped(m) => value(match m.slice() {
+                Slice::F32(v) => finite::first_non_finite_f32(v),
+                Slice::F16(v) => finite::first_non_finite_f16(v),
+            }),
+            Matrix::Tensor(t) => {
+                let (storage, layout) = t.storage_and_layout();
+                match (&*storage, layout.contiguous_offsets()) {
+                    (Storage::Cpu(CpuStorage::F32(v)), Some((a, b))) => {
+                        value(finite::first_non_finite_f32(&v[a..b]))
+                    }
+                    (Storage::Cpu(CpuStorage::F16(v)), Some((a, b))) => {
+                        value(finite::first_non_finite_f16(&v[a..b]))
+                    }
+                    _ => {
+                        drop(storage);
+                        value(finite::first_non_finite_f32(&self.to_f32_vec()?))
+                    }
+                }
+            }
+            Matrix::Q8 { blocks, transposed } => {
+                blocks
+                    .first_bad_scale()
+                    .map(|(r, b, scale)| NonFinite::Scale {
+                        index: match transposed {
+                            // Block b of row r of Wᵀ starts at W[b·32, r].
+                            true => b * q8::BLOCK * blocks.rows() + r,
+                            false => r * blocks.k() + b * q8::BLOCK,
+                        },
+                        scale,
+                    })
+            }
         })
     }
 

@@ -9,12 +9,14 @@
 //! - [`ops`]: the fast paths of the layers' ops;
 //! - [`team`]: spinning helper threads for the short parallel loops of a decode step;
 //! - [`fast_exp`]: a vectorizable `exp`;
+//! - [`finite`]: the NaN/inf scan of weights at load;
 //! - [`mmap`]: page advice for mapped weights and quantized blocks.
 //!
 //! The module is private; the `unstable-kernels` feature makes it public for the kernel
 //! benchmarks in `examples/` (no stability promised).
 
 pub mod fast_exp;
+pub mod finite;
 pub mod gemm;
 pub mod gemv;
 pub mod matrix;

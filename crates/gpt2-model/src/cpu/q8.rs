@@ -159,6 +159,28 @@ impl Q8Matrix {
         self.k
     }
 
+    /// The first block whose f16 scale is NaN or infinite, as `(row, block in the row,
+    /// scale)`: such a block dequantizes to NaN or ±inf. Blocks quantized here always have
+    /// finite scales; blocks read from a file are checked with this at load (one read of
+    /// each block's first cache line, in parallel over rows).
+    pub fn first_bad_scale(&self) -> Option<(usize, usize, f32)> {
+        let rb = self.row_bytes();
+        if rb == 0 {
+            return None;
+        }
+        let bad_in = |row: &[u8]| {
+            row.chunks_exact(BLOCK_BYTES)
+                .position(|b| !f16::from_le_bytes([b[0], b[1]]).is_finite())
+        };
+        let r = self
+            .blocks
+            .par_chunks(rb)
+            .position_first(|row| bad_in(row).is_some())?;
+        let row = &self.blocks[r * rb..(r + 1) * rb];
+        let b = bad_in(row)?;
+        Some((r, b, scale(&row[b * BLOCK_BYTES..])))
+    }
+
     fn row_bytes(&self) -> usize {
         self.k / BLOCK * BLOCK_BYTES
     }
