@@ -314,13 +314,29 @@ impl Sampler {
         context: &[u32],
         top_n: usize,
     ) -> Result<Sample, SamplingError> {
+        self.sample_adjusted(logits, logits, context, top_n)
+    }
+
+    /// As [`sample`](Self::sample), drawing from `adjusted` (the model's `logits` after
+    /// caller-side changes such as OpenAI's `logit_bias` and presence/frequency penalties,
+    /// the same length) while the reported log-probs and alternatives stay the model's.
+    pub fn sample_adjusted(
+        &mut self,
+        logits: &[f32],
+        adjusted: &[f32],
+        context: &[u32],
+        top_n: usize,
+    ) -> Result<Sample, SamplingError> {
         check_logits(logits)?;
+        if adjusted.len() != logits.len() {
+            return Err(SamplingError::EmptyLogits);
+        }
         let lse = log_sum_exp(logits);
         let logprob = |id: usize| (logits[id] as f64 - lse) as f32;
 
         let penalised: &[f32] = if self.params.repetition_penalty != 1.0 {
             self.scratch.clear();
-            self.scratch.extend_from_slice(logits);
+            self.scratch.extend_from_slice(adjusted);
             apply_repetition_penalty(
                 &mut self.scratch,
                 context,
@@ -329,7 +345,7 @@ impl Sampler {
             );
             &self.scratch
         } else {
-            logits
+            adjusted
         };
 
         // The choice, its sampling probability, and (for the alternatives) every kept token's

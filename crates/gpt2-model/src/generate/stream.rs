@@ -83,6 +83,16 @@ pub struct GenerateOptions {
     pub context_overflow: ContextOverflow,
     /// ChaCha stream of the sampler's RNG: use `i` for the i-th of several samples with one seed.
     pub stream: u64,
+    /// Added to a token's logit before sampling, by token id (OpenAI's `logit_bias`; −100
+    /// bans a token in practice). Ids outside the vocabulary are ignored. Default: none.
+    pub logit_bias: Vec<(u32, f32)>,
+    /// OpenAI's presence penalty: subtracted once from the logit of every token generated so
+    /// far (the prompt does not count). Default 0.
+    pub presence_penalty: f32,
+    /// OpenAI's frequency penalty: subtracted from a token's logit once for each time it was
+    /// generated so far. Default 0. Both penalties and the bias change what is drawn, not
+    /// the reported log-probs (the model's, as for every other filter).
+    pub frequency_penalty: f32,
 }
 
 impl Default for GenerateOptions {
@@ -97,6 +107,9 @@ impl Default for GenerateOptions {
             top_n: 0,
             context_overflow: ContextOverflow::Error,
             stream: 0,
+            logit_bias: Vec::new(),
+            presence_penalty: 0.0,
+            frequency_penalty: 0.0,
         }
     }
 }
@@ -248,6 +261,35 @@ impl<'t> SeqState<'t> {
         })
     }
 
+    /// `logits` with the options' logit bias and presence/frequency penalties (OpenAI's
+    /// formula: `l[j] − c[j]·frequency − [c[j] > 0]·presence`, `c[j]` the times token `j` was
+    /// generated), or `None` when the options have none.
+    fn adjusted(&self, logits: &[f32]) -> Option<Vec<f32>> {
+        let o = &self.options;
+        let penalties = o.presence_penalty != 0.0 || o.frequency_penalty != 0.0;
+        if o.logit_bias.is_empty() && !penalties {
+            return None;
+        }
+        let mut out = logits.to_vec();
+        for &(id, bias) in &o.logit_bias {
+            if let Some(l) = out.get_mut(id as usize) {
+                *l += bias;
+            }
+        }
+        if penalties {
+            let mut counts = std::collections::HashMap::<u32, u32>::new();
+            for &id in &self.generated {
+                *counts.entry(id).or_default() += 1;
+            }
+            for (id, c) in counts {
+                if let Some(l) = out.get_mut(id as usize) {
+                    *l -= c as f32 * o.frequency_penalty + o.presence_penalty;
+                }
+            }
+        }
+        Some(out)
+    }
+
     /// Draws the next token from `logits`, decodes it, checks every stop condition.
     /// `context_full`: the model cannot take another token (with [`ContextOverflow::Error`]).
     pub(crate) fn accept(
@@ -255,9 +297,17 @@ impl<'t> SeqState<'t> {
         logits: &[f32],
         context_full: bool,
     ) -> Result<GeneratedToken, GenerateError> {
-        let sample = self
-            .sampler
-            .sample(logits, &self.context, self.options.top_n)?;
+        let sample = match self.adjusted(logits) {
+            Some(adjusted) => self.sampler.sample_adjusted(
+                logits,
+                &adjusted,
+                &self.context,
+                self.options.top_n,
+            )?,
+            None => self
+                .sampler
+                .sample(logits, &self.context, self.options.top_n)?,
+        };
         let id = sample.token.id;
         self.context.push(id);
         self.generated.push(id);
@@ -629,6 +679,42 @@ mod tests {
         let want = 10.0 - (10f64.exp() + 50256.0).ln();
         assert!((t.logprob as f64 - want).abs() < 1e-5);
         assert_eq!(t.sampling_prob, 1.0);
+    }
+
+    #[test]
+    fn logit_bias_and_openai_penalties_change_the_draw_not_the_logprobs() {
+        // Always predicts token 7 (logit 10); 8 and everything else have logit 0.
+        let mut m = Fake::new(64, |_| 7);
+        let (ids, _, _) = collect(&mut m, &[1], greedy(3));
+        assert_eq!(ids, vec![7, 7, 7]);
+        let banned = GenerateOptions {
+            logit_bias: vec![(7, -100.0), (8, 1.0), (u32::MAX, 5.0)],
+            ..greedy(2)
+        };
+        let (ids, _, _) = collect(&mut m, &[1], banned.clone());
+        assert_eq!(ids, vec![8, 8]);
+        let tok = Tokenizer::gpt2();
+        let t = Generation::new(&mut m, &tok, &[1], banned)
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap();
+        let want = 0.0 - (10f64.exp() + 50256.0).ln(); // the model's log-prob of token 8
+        assert!((t.logprob as f64 - want).abs() < 1e-5);
+        // Frequency 4: after two 7s its logit is 10 − 8 = 2, still first; after three, −2.
+        let freq = GenerateOptions {
+            frequency_penalty: 4.0,
+            ..greedy(4)
+        };
+        let (ids, _, _) = collect(&mut m, &[1], freq);
+        assert_eq!(ids, vec![7, 7, 7, 0]);
+        // Presence 11: once generated, 7 falls below the zeros (the lowest id wins ties).
+        let presence = GenerateOptions {
+            presence_penalty: 11.0,
+            ..greedy(3)
+        };
+        let (ids, _, _) = collect(&mut m, &[1], presence);
+        assert_eq!(ids, vec![7, 0, 1]);
     }
 
     #[test]
