@@ -38,6 +38,8 @@ enum Command {
     Inspect(cmd::inspect::Args),
     /// Write a model's logits for a prompt to a safetensors file.
     Logits(cmd::logits::Args),
+    /// Serve a model over HTTP with OpenAI's Completions API.
+    Serve(cmd::serve::Args),
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -49,6 +51,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Convert(args) => cmd::convert::run(args),
         Command::Inspect(args) => cmd::inspect::run(args),
         Command::Logits(args) => cmd::logits::run(args),
+        Command::Serve(args) => cmd::serve::run(args),
     }
 }
 

@@ -397,6 +397,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             OverflowArg::Slide => ContextOverflow::Slide,
         },
         stream: 0,
+        ..GenerateOptions::default()
     };
 
     let stdout = io::stdout();

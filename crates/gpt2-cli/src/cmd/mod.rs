@@ -7,6 +7,7 @@ pub mod inspect;
 pub mod load;
 pub mod logits;
 pub mod score;
+pub mod serve;
 pub mod tokenize;
 
 /// An error in what the user typed (as opposed to a failure while running).
