@@ -128,6 +128,70 @@ fn batch_of_different_lengths_matches_each_alone() {
     assert_eq!(cache.tokens(1).map(<[u32]>::len), Some(7));
 }
 
+/// Continuous batching: sequences in caches of their own, of different lengths, joining and
+/// leaving between steps, stepped together, give each what it gets alone.
+#[test]
+fn ragged_steps_match_each_sequence_alone_as_sequences_join_and_leave() {
+    let model = tiny();
+    let prefilled = |p: &[u32]| {
+        let mut c = model.new_cache(ContextOverflow::Error);
+        model.prefill(&mut c, &[p], Logits::Last).expect("prefill");
+        c
+    };
+    // (cache stepped together, cache stepped alone, step it joins, step it leaves)
+    let mut seqs: Vec<(KvCache, KvCache, u32, u32)> = [(7, 0, 6), (2, 0, 3), (12, 2, 9), (1, 4, 9)]
+        .into_iter()
+        .enumerate()
+        .map(|(i, (len, join, leave))| {
+            let p = prompt(len, 20 + i as u32);
+            (prefilled(&p), prefilled(&p), join, leave)
+        })
+        .collect();
+    for step in 0..9u32 {
+        let live: Vec<usize> = (0..seqs.len())
+            .filter(|&i| seqs[i].2 <= step && step < seqs[i].3)
+            .collect();
+        let next: Vec<u32> = live
+            .iter()
+            .map(|&i| 300 + 13 * step + 977 * i as u32)
+            .collect();
+        let mut caches: Vec<&mut KvCache> = seqs
+            .iter_mut()
+            .enumerate()
+            .filter(|(i, _)| live.contains(i))
+            .map(|(_, s)| &mut s.0)
+            .collect();
+        let together = model.step_ragged(&mut caches, &next).expect("ragged step");
+        assert_eq!(together.dims(), &[live.len(), 50257]);
+        for (row, &i) in live.iter().enumerate() {
+            let alone = model
+                .step(&mut seqs[i].1, &[next[row]])
+                .expect("step alone");
+            let d = max_abs_diff(&together.narrow(0, row, 1).expect("row"), &alone);
+            assert!(d <= TOL, "step {step}, sequence {i}: together vs alone {d}");
+            assert_eq!(seqs[i].0.tokens(0), seqs[i].1.tokens(0));
+        }
+    }
+    // Typed errors, nothing changed: a batch-2 cache, a token out of range, no caches.
+    let mut two = model.new_cache(ContextOverflow::Error);
+    model
+        .prefill(&mut two, &[&[1, 2], &[3]], Logits::Last)
+        .expect("prefill 2");
+    assert!(matches!(
+        model.step_ragged(&mut [&mut two], &[5]),
+        Err(ModelError::BadInput { .. })
+    ));
+    let mut one = prefilled(&[1, 2, 3]);
+    assert!(model.step_ragged(&mut [&mut one], &[50257]).is_err());
+    assert_eq!(one.len(), 3);
+    assert!(model.step_ragged(&mut [], &[]).is_err());
+    let mut full_cache = prefilled(&prompt(32, 1));
+    assert!(matches!(
+        model.step_ragged(&mut [&mut full_cache], &[1]),
+        Err(ModelError::ContextOverflow { fits: 0, .. })
+    ));
+}
+
 #[test]
 fn batched_prefill_last_matches_forward_last() {
     let model = tiny();

@@ -7,7 +7,7 @@ use gpt2_weights::Config;
 use crate::error::{ModelError, Result};
 use crate::load::{LoadOptions, Quantization};
 use crate::nn::attention::causal_mask;
-use crate::nn::kv_cache::CacheShape;
+use crate::nn::kv_cache::{CacheShape, LayerKv};
 use crate::nn::{Block, ContextOverflow, Embedding, KvCache, LayerNorm, Param};
 
 /// Which positions to compute logits for.
@@ -240,6 +240,79 @@ impl Gpt2 {
         self.extend(cache, &tokens, Logits::Last)
     }
 
+    /// One decoding step for several independent sequences at once, each in a cache of its
+    /// own (continuous batching: sequences of different lengths join and leave between
+    /// steps). `caches[i]` holds one sequence (from [`Gpt2::prefill`] of one prompt), and
+    /// `next[i]` is appended to it. The matmuls run once on all rows, so each weight is read
+    /// once per step for every sequence; attention runs per sequence over its own columns.
+    /// Returns `[n, n_vocab]` f32 logits, row `i` what [`Gpt2::step`] on `caches[i]` alone
+    /// returns (the same numbers: the products are row-wise).
+    ///
+    /// # Errors
+    /// No caches, `next.len() != caches.len()`, a cache that is empty or holds more than one
+    /// sequence, a token id out of range, or a full cache (nothing is changed then).
+    pub fn step_ragged(&self, caches: &mut [&mut KvCache], next: &[u32]) -> Result<Tensor> {
+        if caches.is_empty() || next.len() != caches.len() {
+            return Err(ModelError::BatchSize {
+                expected: caches.len().max(1),
+                found: next.len(),
+            });
+        }
+        self.check_ids(&[next])?;
+        let n_ctx = self.config.n_ctx;
+        for (i, c) in caches.iter().enumerate() {
+            if c.batch_size() != 1 || c.padding(0) != Some(0) {
+                return Err(ModelError::BadInput {
+                    expected: "caches of one prefilled sequence each".into(),
+                    found: format!(
+                        "cache {i} holds {} sequences (left padding {:?})",
+                        c.batch_size(),
+                        c.padding(0)
+                    ),
+                });
+            }
+            if c.len() >= n_ctx {
+                return Err(ModelError::ContextOverflow {
+                    n_ctx,
+                    cached: c.len(),
+                    requested: 1,
+                    fits: 0,
+                });
+            }
+        }
+        for c in caches.iter_mut() {
+            c.grow(1)?;
+        }
+        let pasts: Vec<usize> = caches.iter().map(|c| c.len()).collect();
+        let h = if self.device.is_cpu() && rayon::current_thread_index().is_none() {
+            rayon::scope(|_| self.run_ragged(caches, next, &pasts))
+        } else {
+            self.run_ragged(caches, next, &pasts)
+        }?;
+        for (c, &id) in caches.iter_mut().zip(next) {
+            c.commit(&[&[id]]);
+        }
+        self.head(&h, Logits::Last)
+    }
+
+    /// [`Gpt2::step_ragged`]'s pass through the blocks: `[n, 1, n_embd]` out.
+    fn run_ragged(
+        &self,
+        caches: &mut [&mut KvCache],
+        next: &[u32],
+        pasts: &[usize],
+    ) -> Result<Tensor> {
+        let n = next.len();
+        let positions: Vec<u32> = pasts.iter().map(|&p| p as u32).collect();
+        let mut x = self.embed_at(next.to_vec(), positions, (n, 1))?; // [n, 1, n_embd]
+        for (l, block) in self.h.iter().enumerate() {
+            let mut kvs: Vec<&mut LayerKv> =
+                caches.iter_mut().filter_map(|c| c.layer_mut(l)).collect();
+            x = block.forward_ragged(&x, &mut kvs, pasts)?;
+        }
+        Ok(x)
+    }
+
     /// The core: runs `ids` (`[b, s]`, left-padded by `padding`, starting at column `past`)
     /// through the blocks, writing keys/values into `cache` when given. Returns the residual
     /// stream after the last block, `[b, s, n_embd]`; pushes every intermediate one into
@@ -306,7 +379,17 @@ impl Gpt2 {
             .iter()
             .flat_map(|&pad| (past..past + s).map(move |c| c.saturating_sub(pad) as u32))
             .collect();
-        let ids = Tensor::from_vec(flat, (b, s), &self.device)?;
+        self.embed_at(flat, positions, (b, s))
+    }
+
+    /// `wte[ids] + wpe[positions]` for `[b, s]` row-major `ids` and `positions`.
+    fn embed_at(
+        &self,
+        ids: Vec<u32>,
+        positions: Vec<u32>,
+        (b, s): (usize, usize),
+    ) -> Result<Tensor> {
+        let ids = Tensor::from_vec(ids, (b, s), &self.device)?;
         let positions = Tensor::from_vec(positions, (b, s), &self.device)?;
         let tok = self.wte.forward(&ids)?.to_dtype(self.activations)?;
         Ok((tok + self.wpe.forward(&positions)?)?)

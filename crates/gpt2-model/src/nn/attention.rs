@@ -112,6 +112,27 @@ impl CausalSelfAttention {
         self.c_proj.forward(&attend(&q, &k, &v, mask)?)
     }
 
+    /// One new token for each of several independent sequences (continuous batching): `x`
+    /// `[n, 1, n_embd]`, row `i` continuing the sequence whose keys and values for this
+    /// layer are `kvs[i]` (a cache of one sequence, no padding) with `pasts[i]` columns
+    /// filled. `c_attn` and `c_proj` run once on all `n` rows; attention runs per sequence
+    /// over its own columns, so the lengths may differ.
+    pub fn forward_ragged(
+        &self,
+        x: &Tensor,
+        kvs: &mut [&mut LayerKv],
+        pasts: &[usize],
+    ) -> Result<Tensor> {
+        let (q, k, v) = self.split_qkv(&self.c_attn.forward(x)?)?; // 3 × [n, n_head, 1, head_dim]
+        let mut ys = Vec::with_capacity(kvs.len());
+        for (i, (kv, &past)) in kvs.iter_mut().zip(pasts).enumerate() {
+            let row = |t: &Tensor| t.narrow(0, i, 1).and_then(|t| t.contiguous());
+            let (k_i, v_i) = kv.append(&row(&k)?, &row(&v)?, past)?; // [1, n_head, past + 1, head_dim]
+            ys.push(attend(&row(&q)?, &k_i, &v_i, None)?); // [1, 1, n_embd]
+        }
+        self.c_proj.forward(&Tensor::cat(&ys, 0)?)
+    }
+
     /// `c_attn`'s output `[b, s, 3·n_embd]` → `q / √head_dim`, `k`, `v`, each
     /// `[b, n_head, s, head_dim]` (contiguous). q is scaled rather than the scores:
     /// `s·head_dim` multiplications instead of `s·L`.

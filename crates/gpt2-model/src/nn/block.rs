@@ -46,6 +46,20 @@ impl Block {
         Ok((&x + self.mlp.forward(&self.ln_2.forward(&x)?)?)?)
     }
 
+    /// [`Block::forward`] for one new token of each of several independent sequences (see
+    /// [`CausalSelfAttention::forward_ragged`]): `x` `[n, 1, n_embd]`.
+    pub fn forward_ragged(
+        &self,
+        x: &Tensor,
+        kvs: &mut [&mut LayerKv],
+        pasts: &[usize],
+    ) -> Result<Tensor> {
+        let x = (x + self
+            .attn
+            .forward_ragged(&self.ln_1.forward(x)?, kvs, pasts)?)?;
+        Ok((&x + self.mlp.forward(&self.ln_2.forward(&x)?)?)?)
+    }
+
     /// Every parameter, named `{prefix}.ln_1.weight` … `{prefix}.mlp.c_proj.bias` in
     /// Hugging Face's order.
     pub(crate) fn params<'a>(&'a self, prefix: &str, out: &mut Vec<(String, Param<'a>)>) {
