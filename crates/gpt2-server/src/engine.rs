@@ -1,18 +1,19 @@
-//! The engine: one thread that owns the model and runs the queued requests.
+//! The engine: one thread that owns the model and runs the requests (the scheduler is in
+//! `scheduler.rs`), and the handle the routes submit to.
 //!
-//! Requests wait in a bounded queue (`--max-queue`); past it they are refused with 503. The
-//! thread runs one request at a time, token by token, and sends each piece of text to the
-//! request's handler as it comes. A handler whose client went away drops its receiver; the
-//! engine notices before the next token and moves on.
+//! Requests wait in a bounded queue; past it they are refused with 503. Each request's
+//! events (its text as it comes, then its end) go to its handler over a channel; a handler
+//! whose client went away drops the receiver, and the engine frees its slots before the
+//! next step.
 
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::time::Instant;
 
 use axum::http::StatusCode;
 use gpt2_model::generate::{
-    log_softmax, top_ids, ContextOverflow, FinishReason, GenerateOptions, SamplingParams, Session,
+    log_softmax, top_ids, ContextOverflow, GenerateOptions, SamplingParams,
 };
 use gpt2_model::{Gpt2, Tensor};
 use gpt2_tokenizer::Tokenizer;
@@ -74,10 +75,36 @@ pub struct Job {
     pub prompts: Vec<Vec<u32>>,
 }
 
-struct Queued {
-    job: Job,
-    events: UnboundedSender<Event>,
-    queued_at: Instant,
+pub(crate) struct Queued {
+    pub(crate) job: Job,
+    pub(crate) events: UnboundedSender<Event>,
+    pub(crate) queued_at: Instant,
+}
+
+/// How the engine schedules requests.
+///
+/// ```
+/// let c = gpt2_server::EngineConfig::default();
+/// assert_eq!((c.parallel, c.max_queue, c.prefill_chunk), (16, 256, 256));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EngineConfig {
+    /// Sequences decoded together in one step (slots); a request takes one per choice.
+    pub parallel: usize,
+    /// Requests that may wait for a slot; more are refused with 503.
+    pub max_queue: usize,
+    /// Prompt tokens prefilled between two decode steps while other sequences are decoding.
+    pub prefill_chunk: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            parallel: 16,
+            max_queue: 256,
+            prefill_chunk: 256,
+        }
+    }
 }
 
 /// The handle to the engine thread: submit jobs, read the model's facts.
@@ -91,40 +118,30 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// Starts the engine thread on `model` with a queue of `max_queue` waiting requests.
+    /// Starts the engine thread on `model`.
+    ///
+    /// # Errors
+    /// The thread could not be started.
     pub fn start(
         model: Gpt2,
         tokenizer: Tokenizer,
-        max_queue: usize,
+        config: EngineConfig,
         metrics: Arc<Metrics>,
-    ) -> Self {
-        let (queue, jobs) = sync_channel(max_queue);
+    ) -> std::io::Result<Self> {
+        let (queue, jobs) = sync_channel(config.max_queue);
         let tokenizer = Arc::new(tokenizer);
-        let config = *model.config();
+        let model_config = *model.config();
         let engine = Engine {
             queue,
             tokenizer: tokenizer.clone(),
-            n_ctx: config.n_ctx,
-            n_vocab: config.n_vocab,
+            n_ctx: model_config.n_ctx,
+            n_vocab: model_config.n_vocab,
             metrics: metrics.clone(),
         };
         std::thread::Builder::new()
             .name("gpt2-engine".into())
-            .spawn(move || run(model, tokenizer, jobs, metrics))
-            .map(|_| engine)
-            .unwrap_or_else(|e| {
-                // Without a thread there is no engine; the queue's receiver is gone and every
-                // submit answers 503.
-                eprintln!("cannot start the engine thread: {e}");
-                let (queue, _) = sync_channel(0);
-                Engine {
-                    queue,
-                    tokenizer: Arc::new(Tokenizer::gpt2()),
-                    n_ctx: config.n_ctx,
-                    n_vocab: config.n_vocab,
-                    metrics: Arc::new(Metrics::default()),
-                }
-            })
+            .spawn(move || crate::scheduler::run(&model, &tokenizer, &jobs, &metrics, config))?;
+        Ok(engine)
     }
 
     /// The tokenizer.
@@ -171,191 +188,20 @@ impl Engine {
     }
 }
 
-fn run(model: Gpt2, tokenizer: Arc<Tokenizer>, jobs: Receiver<Queued>, metrics: Arc<Metrics>) {
-    let mut session = Session::new(&model);
-    for queued in jobs {
-        metrics.waiting.fetch_sub(1, Ordering::Relaxed);
-        if queued.events.is_closed() {
-            metrics.finished("cancelled");
-            continue;
-        }
-        metrics.running.fetch_add(1, Ordering::Relaxed);
-        let mut timing = Timing::new(queued.queued_at, &metrics);
-        let outcome = run_job(&mut session, &tokenizer, &queued, &mut timing);
-        metrics.running.fetch_sub(1, Ordering::Relaxed);
-        metrics
-            .request_duration
-            .observe(queued.queued_at.elapsed().as_secs_f64());
-        match outcome {
-            Ok(Outcome::Done(reason)) => metrics.finished(reason),
-            Ok(Outcome::Cancelled) => metrics.finished("cancelled"),
-            Err(e) => {
-                metrics.finished("error");
-                let _ = queued.events.send(Event::Error(e));
-            }
-        }
-    }
-}
-
-/// Time to first token and between tokens, into the metrics.
-struct Timing<'m> {
-    start: Instant,
-    last: Option<Instant>,
-    metrics: &'m Metrics,
-}
-
-impl<'m> Timing<'m> {
-    fn new(start: Instant, metrics: &'m Metrics) -> Self {
-        Timing {
-            start,
-            last: None,
-            metrics,
-        }
-    }
-
-    fn token(&mut self) {
-        let now = Instant::now();
-        match self.last {
-            None => self
-                .metrics
-                .time_to_first_token
-                .observe((now - self.start).as_secs_f64()),
-            Some(last) => self
-                .metrics
-                .inter_token_latency
-                .observe((now - last).as_secs_f64()),
-        }
-        self.last = Some(now);
-        self.metrics
-            .generation_tokens
-            .fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-enum Outcome {
-    /// Every choice finished; the last choice's finish reason.
-    Done(&'static str),
-    /// The client went away.
-    Cancelled,
-}
-
-/// One generated choice, kept whole when `best_of` > `n` (to rank them).
-struct Choice {
-    text: String,
-    logprobs: Vec<TokenLogprob>,
-    reason: &'static str,
-    sum_logprob: f64,
-    tokens: usize,
-}
-
-fn internal(e: impl std::fmt::Display) -> ApiError {
+pub(crate) fn internal(e: impl std::fmt::Display) -> ApiError {
     ApiError::status(
         StatusCode::INTERNAL_SERVER_ERROR,
         format!("the model failed: {e}"),
     )
 }
 
-fn run_job(
-    session: &mut Session<'_>,
-    tok: &Tokenizer,
-    queued: &Queued,
-    timing: &mut Timing<'_>,
-) -> Result<Outcome, ApiError> {
-    let (r, events) = (&queued.job.request, &queued.events);
-    let send = |e: Event| events.send(e).is_ok();
-    let seed = r.seed.unwrap_or_else(rand::random);
-    let (mut prompt_tokens, mut completion_tokens) = (0, 0);
-    let mut last_reason = "length";
-    for (p, prompt) in queued.job.prompts.iter().enumerate() {
-        prompt_tokens += prompt.len();
-        timing
-            .metrics
-            .prompt_tokens
-            .fetch_add(prompt.len() as u64, Ordering::Relaxed);
-        let echo = match r.echo {
-            true => Some(echoed(session.model(), tok, prompt, r.logprobs)?),
-            false => None,
-        };
-        let buffered = r.best_of > r.n;
-        let mut choices = Vec::new();
-        for j in 0..r.best_of {
-            let index = p * r.n + j;
-            if !buffered {
-                if let Some((text, lp)) = &echo {
-                    if !send(Event::Text {
-                        index,
-                        text: text.clone(),
-                        logprobs: lp.clone(),
-                    }) {
-                        return Ok(Outcome::Cancelled);
-                    }
-                }
-            }
-            let offset = echo.as_ref().map_or(0, |(t, _)| t.len());
-            let choice = generate_choice(
-                session,
-                tok,
-                r,
-                prompt,
-                seed,
-                j as u64,
-                offset,
-                timing,
-                |text, lp| {
-                    !buffered
-                        && send(Event::Text {
-                            index,
-                            text,
-                            logprobs: lp,
-                        })
-                        || buffered && !events.is_closed()
-                },
-            )?;
-            let Some(choice) = choice else {
-                return Ok(Outcome::Cancelled);
-            };
-            completion_tokens += choice.tokens;
-            last_reason = choice.reason;
-            if buffered {
-                choices.push(choice);
-            } else if !send(Event::Finish {
-                index,
-                reason: choice.reason,
-            }) {
-                return Ok(Outcome::Cancelled);
-            }
-        }
-        if buffered {
-            // The n with the highest mean log-prob, best first.
-            let mean = |c: &Choice| c.sum_logprob / c.tokens.max(1) as f64;
-            choices.sort_by(|a, b| mean(b).total_cmp(&mean(a)));
-            for (j, c) in choices.into_iter().take(r.n).enumerate() {
-                let index = p * r.n + j;
-                let (mut text, mut logprobs) = echo.clone().unwrap_or_default();
-                text.push_str(&c.text);
-                logprobs.extend(c.logprobs);
-                if !send(Event::Text {
-                    index,
-                    text,
-                    logprobs,
-                }) || !send(Event::Finish {
-                    index,
-                    reason: c.reason,
-                }) {
-                    return Ok(Outcome::Cancelled);
-                }
-            }
-        }
-    }
-    send(Event::Usage {
-        prompt_tokens,
-        completion_tokens,
-    });
-    Ok(Outcome::Done(last_reason))
-}
-
 /// The options of choice `stream` of a request.
-fn options(r: &CompletionRequest, seed: u64, stream: u64, eos: Option<u32>) -> GenerateOptions {
+pub(crate) fn options(
+    r: &CompletionRequest,
+    seed: u64,
+    stream: u64,
+    eos: Option<u32>,
+) -> GenerateOptions {
     let sampling = match r.temperature {
         0.0 => SamplingParams {
             repetition_penalty: r.repetition_penalty,
@@ -386,79 +232,9 @@ fn options(r: &CompletionRequest, seed: u64, stream: u64, eos: Option<u32>) -> G
     }
 }
 
-/// Generates one choice, calling `emit(text, logprobs)` for each piece as it comes (return
-/// false: the client is gone). `None` when cancelled.
-#[allow(clippy::too_many_arguments)]
-fn generate_choice(
-    session: &mut Session<'_>,
-    tok: &Tokenizer,
-    r: &CompletionRequest,
-    prompt: &[u32],
-    seed: u64,
-    stream: u64,
-    mut offset: usize,
-    timing: &mut Timing<'_>,
-    mut emit: impl FnMut(String, Vec<TokenLogprob>) -> bool,
-) -> Result<Option<Choice>, ApiError> {
-    let mut choice = Choice {
-        text: String::new(),
-        logprobs: Vec::new(),
-        reason: "length",
-        sum_logprob: 0.0,
-        tokens: 0,
-    };
-    if r.max_tokens == 0 {
-        return Ok(Some(choice));
-    }
-    let eos = tok.end_of_text();
-    let generation = session
-        .generate(tok, prompt, options(r, seed, stream, eos))
-        .map_err(internal)?;
-    for token in generation {
-        let token = token.map_err(internal)?;
-        timing.token();
-        choice.tokens += 1;
-        choice.sum_logprob += token.logprob as f64;
-        let is_eos = token.finish_reason == Some(FinishReason::Eos);
-        let mut lps = Vec::new();
-        if r.logprobs.is_some() && !is_eos {
-            let text = token_text(tok, token.id);
-            let mut top: Vec<(String, f32)> = token
-                .alternatives
-                .iter()
-                .map(|c| (token_text(tok, c.id), c.logprob))
-                .collect();
-            if !token.alternatives.iter().any(|c| c.id == token.id) {
-                top.push((text.clone(), token.logprob));
-            }
-            lps.push(TokenLogprob {
-                token: text,
-                logprob: Some(token.logprob),
-                top,
-                text_offset: offset,
-            });
-            offset += token_len(tok, token.id);
-        }
-        if let Some(reason) = token.finish_reason {
-            choice.reason = match reason {
-                FinishReason::Length => "length",
-                FinishReason::Eos | FinishReason::Stop => "stop",
-            };
-        }
-        if !token.text.is_empty() || !lps.is_empty() {
-            choice.text.push_str(&token.text);
-            choice.logprobs.extend(lps.iter().cloned());
-            if !emit(token.text, lps) {
-                return Ok(None);
-            }
-        }
-    }
-    Ok(Some(choice))
-}
-
 /// A token's text for `logprobs`: its bytes as UTF-8, or `bytes:\xNN…` (OpenAI's form) when
 /// they are not whole characters.
-fn token_text(tok: &Tokenizer, id: u32) -> String {
+pub(crate) fn token_text(tok: &Tokenizer, id: u32) -> String {
     match tok.token_bytes(id) {
         Ok(b) => match std::str::from_utf8(b) {
             Ok(s) => s.to_string(),
@@ -471,13 +247,13 @@ fn token_text(tok: &Tokenizer, id: u32) -> String {
 }
 
 /// A token's length in bytes of text.
-fn token_len(tok: &Tokenizer, id: u32) -> usize {
+pub(crate) fn token_len(tok: &Tokenizer, id: u32) -> usize {
     tok.token_bytes(id).map_or(0, <[u8]>::len)
 }
 
 /// The prompt as echoed: its text and, with `logprobs`, every token's log-prob under the
 /// model (the first one's is `None`) and the `top` most likely tokens at each position.
-fn echoed(
+pub(crate) fn echoed(
     model: &Gpt2,
     tok: &Tokenizer,
     prompt: &[u32],

@@ -14,18 +14,22 @@
 //!
 //! Every error is OpenAI's shape ([`ApiError`]) and names the field at fault.
 //!
-//! The [`Engine`] runs on one thread that owns the model: requests are queued (bounded; past
-//! the bound, 503 with `Retry-After`) and generated one at a time, token by token, and a
-//! client that goes away frees the engine before the next token. Greedy completions are
-//! `gpt2 generate --greedy`'s, token for token; a seeded request gives the same text whenever
-//! it runs.
+//! The [`Engine`] runs on one thread that owns the model and batches continuously: every
+//! choice of every request is a sequence with a cache of its own, up to
+//! [`EngineConfig::parallel`] of them decode together in one step (each weight read once per
+//! step for all), new ones join after their prefill (chunked, so running streams do not
+//! stall) and finished ones leave, between steps. Past the slots requests wait in a bounded
+//! queue; past that, 503 with `Retry-After`. A client that goes away frees its slots before
+//! the next step. Greedy completions are `gpt2 generate --greedy`'s, token for token, alone
+//! or among others; a seeded request gives the same text whenever it runs.
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-//! use gpt2_server::{serve, AppState, Engine, ServerConfig};
+//! use gpt2_server::{serve, AppState, Engine, EngineConfig, ServerConfig};
 //! let model = gpt2_model::Gpt2::load("models/124M", &Default::default())?;
 //! let state = AppState::new(ServerConfig { model_name: "124M".into(), ..Default::default() });
-//! state.set_engine(Engine::start(model, gpt2_tokenizer::Tokenizer::gpt2(), 256, state.metrics()));
+//! let engine = Engine::start(model, gpt2_tokenizer::Tokenizer::gpt2(), EngineConfig::default(), state.metrics())?;
+//! state.set_engine(engine);
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
 //! serve(listener, state, std::future::pending()).await?;
 //! # Ok(()) }
@@ -37,8 +41,9 @@ mod error;
 mod metrics;
 mod request;
 mod routes;
+mod scheduler;
 
-pub use engine::{Engine, Event, Job, TokenLogprob};
+pub use engine::{Engine, EngineConfig, Event, Job, TokenLogprob};
 pub use error::ApiError;
 pub use metrics::{Histogram, Metrics};
 pub use request::{CompletionRequest, Prompt, MAX_CHOICES};

@@ -32,8 +32,6 @@ pub struct ServerConfig {
     pub api_key: Option<String>,
     /// The largest request body, in bytes (larger: 413).
     pub max_body_bytes: usize,
-    /// Requests that may wait for the engine (more: 503).
-    pub max_queue: usize,
 }
 
 impl Default for ServerConfig {
@@ -42,7 +40,6 @@ impl Default for ServerConfig {
             model_name: "gpt2".into(),
             api_key: None,
             max_body_bytes: 1 << 20,
-            max_queue: 256,
         }
     }
 }

@@ -10,7 +10,7 @@ use axum::http::{Request, StatusCode};
 use axum::Router;
 use gpt2_model::generate::{score, GenerateOptions, SamplingParams, ScoreOptions, Session};
 use gpt2_model::{Config, Gpt2, LoadOptions};
-use gpt2_server::{router, AppState, Engine, ServerConfig};
+use gpt2_server::{router, AppState, Engine, EngineConfig, ServerConfig};
 use gpt2_tokenizer::Tokenizer;
 use http_body_util::BodyExt;
 use serde_json::{json, Value};
@@ -31,12 +31,15 @@ fn model() -> Gpt2 {
 
 fn app_with(config: ServerConfig) -> (Router, Arc<AppState>) {
     let state = AppState::new(config);
-    state.set_engine(Engine::start(
-        model(),
-        Tokenizer::gpt2(),
-        16,
-        state.metrics(),
-    ));
+    // Few slots and short prefill chunks: requests queue, prompts prefill in pieces.
+    let config = EngineConfig {
+        parallel: 4,
+        max_queue: 16,
+        prefill_chunk: 5,
+    };
+    let engine =
+        Engine::start(model(), Tokenizer::gpt2(), config, state.metrics()).expect("engine");
+    state.set_engine(engine);
     (router(state.clone()), state)
 }
 
@@ -436,4 +439,58 @@ async fn a_client_that_goes_away_frees_the_engine() {
         "the cancelled request was not counted: {}",
         metrics.render()
     );
+}
+
+/// Continuous batching changes no numbers: concurrent greedy requests of different lengths
+/// (more than the 4 slots, prompts longer than the 5-token prefill chunk) each get what they
+/// get alone, and a seeded sampled request gives the same text alone and under load.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_do_not_depend_on_what_else_runs() {
+    let app = app();
+    let prompts = [
+        "The quick brown fox jumps over the lazy dog and",
+        "a",
+        "Once upon a time there was",
+        "Hello",
+        "In 1848, the revolutions across Europe began with",
+        "1 2 3 4 5 6 7 8",
+    ];
+    let sampled = json!({"prompt": "The meaning of life is", "max_tokens": 10, "seed": 7, "temperature": 0.9, "top_k": 50, "n": 2});
+    let (_, alone) = post(&app, "/v1/completions", sampled.clone()).await;
+    let mut tasks = Vec::new();
+    for (i, p) in prompts.iter().enumerate() {
+        let (app, p) = (app.clone(), p.to_string());
+        let n = 3 + 2 * i;
+        tasks.push(tokio::spawn(async move {
+            let body =
+                json!({"prompt": p, "max_tokens": n, "temperature": 0, "stream": i % 2 == 0});
+            let req = Request::post("/v1/completions")
+                .body(Body::from(body.to_string()))
+                .expect("req");
+            let (status, text) = send(&app, req).await;
+            assert_eq!(status, StatusCode::OK, "{text}");
+            let got: String = if i % 2 == 0 {
+                let data = sse_data(&text);
+                data[..data.len() - 1]
+                    .iter()
+                    .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+                    .filter_map(|c| c["choices"][0]["text"].as_str().map(str::to_string))
+                    .collect()
+            } else {
+                let v: Value = serde_json::from_str(&text).expect("json");
+                v["choices"][0]["text"].as_str().expect("text").to_string()
+            };
+            (p, n, got)
+        }));
+    }
+    let under_load = {
+        let app = app.clone();
+        tokio::spawn(async move { post(&app, "/v1/completions", sampled).await.1 })
+    };
+    for t in tasks {
+        let (p, n, got) = t.await.expect("task");
+        assert_eq!(got, greedy_text(&p, n), "{p:?}");
+    }
+    let under_load = under_load.await.expect("task");
+    assert_eq!(alone["choices"], under_load["choices"]);
 }

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::Context;
-use gpt2_server::{AppState, Engine, ServerConfig};
+use gpt2_server::{AppState, Engine, EngineConfig, ServerConfig};
 
 use super::load::{self, ModelArgs};
 use super::UsageError;
@@ -21,7 +21,8 @@ Examples:
 
 Routes: GET /health, GET /v1/models, POST /v1/completions (OpenAI's legacy Completions API,
 streaming with \"stream\": true), POST /tokenize, POST /detokenize, GET /metrics (Prometheus).
-Requests run one at a time, in arrival order; up to --max-queue wait, more get 503.
+Continuous batching: up to --parallel sequences (one per choice) decode together, new ones
+join between steps; up to --max-queue requests wait for a slot, more get 503.
 SIGINT/SIGTERM: stop accepting, let open requests finish (at most 30 s), exit 0.";
 
 /// Arguments of `gpt2 serve`.
@@ -44,7 +45,11 @@ pub struct Args {
     #[arg(long, default_value_t = 8080)]
     pub port: u16,
 
-    /// Requests that may wait while one runs; more are refused with 503 and Retry-After.
+    /// Sequences decoded together (slots; a request takes one per choice).
+    #[arg(long, default_value_t = 16, value_name = "N")]
+    pub parallel: usize,
+
+    /// Requests that may wait for a slot; more are refused with 503 and Retry-After.
     #[arg(long, default_value_t = 256, value_name = "N")]
     pub max_queue: usize,
 
@@ -87,6 +92,13 @@ async fn shutdown_signal() {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
+    if args.parallel == 0 || args.parallel > 1024 {
+        return Err(UsageError(format!(
+            "--parallel must be from 1 to 1024, got {}",
+            args.parallel
+        ))
+        .into());
+    }
     if args.max_queue == 0 {
         return Err(UsageError("--max-queue must be at least 1".into()).into());
     }
@@ -127,7 +139,6 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             .unwrap_or_else(|| args.model.model.clone()),
         api_key: args.api_key.clone(),
         max_body_bytes: args.max_body_bytes,
-        max_queue: args.max_queue,
     });
     let server = runtime.spawn(gpt2_server::serve(
         listener,
@@ -144,12 +155,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         loaded.load_time.as_secs_f64(),
         state.config().model_name
     );
-    state.set_engine(Engine::start(
-        loaded.model,
-        loaded.tokenizer,
-        args.max_queue,
-        state.metrics(),
-    ));
+    let config = EngineConfig {
+        parallel: args.parallel,
+        max_queue: args.max_queue,
+        ..EngineConfig::default()
+    };
+    let engine = Engine::start(loaded.model, loaded.tokenizer, config, state.metrics())
+        .context("starting the engine thread")?;
+    state.set_engine(engine);
     runtime
         .block_on(server)
         .context("the server task failed")?

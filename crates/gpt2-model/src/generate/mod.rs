@@ -7,6 +7,8 @@
 //! - [`Generation`]: the token stream over any [`LanguageModel`] — prefill, then one token per
 //!   `next()`, each with its text piece, log-prob and optional alternatives; stops at
 //!   `<|endoftext|>`, a stop string, `max_new_tokens` or a full context.
+//! - [`Sequence`]: one sequence's state without the model, for callers that step the model
+//!   themselves (a server batching many sequences with `Gpt2::step_ragged`).
 //! - [`Session`]: a loaded [`Gpt2`](crate::Gpt2) with its KV cache, the [`LanguageModel`] to generate
 //!   with; [`generate_batch`] generates from several prompts in one batch.
 //! - [`score`]: log-probabilities and perplexity of a text, with a sliding window past `n_ctx`.
@@ -31,5 +33,5 @@ pub use session::{generate_batch, BatchOutput, Session};
 pub use stop::StopMatcher;
 pub use stream::{
     ContextOverflow, FinishReason, GenerateError, GenerateOptions, GeneratedToken, Generation,
-    LanguageModel,
+    LanguageModel, Sequence,
 };

@@ -355,6 +355,82 @@ impl<'t> SeqState<'t> {
     }
 }
 
+/// One sequence's generation state without the model: its sampler, stop strings, decoder
+/// and history. For callers that run the model themselves, e.g. a server stepping many
+/// sequences together with [`Gpt2::step_ragged`](crate::Gpt2::step_ragged): hand it the
+/// logits predicting its next token and it draws, decodes and checks every stop condition
+/// exactly as [`Generation`] does (which is built on it), so a sequence gives the same
+/// tokens alone or among others.
+///
+/// ```
+/// use gpt2_model::generate::{GenerateOptions, SamplingParams, Sequence};
+/// let tokenizer = gpt2_tokenizer::Tokenizer::gpt2();
+/// let options = GenerateOptions { sampling: SamplingParams::greedy(), max_new_tokens: 2, ..Default::default() };
+/// let mut seq = Sequence::new(&tokenizer, &[40], 1024, options)?;
+/// let mut logits = vec![0f32; 50257];
+/// logits[41] = 5.0;
+/// assert_eq!(seq.accept(&logits)?.id, 41);
+/// assert!(seq.accept(&logits)?.finish_reason.is_some());
+/// # Ok::<(), gpt2_model::generate::GenerateError>(())
+/// ```
+pub struct Sequence<'t> {
+    state: SeqState<'t>,
+    n_ctx: usize,
+}
+
+impl<'t> Sequence<'t> {
+    /// A sequence continuing `prompt` for a model of context `n_ctx`, with `options`
+    /// (its RNG stream is [`GenerateOptions::stream`]).
+    ///
+    /// # Errors
+    /// Invalid sampling parameters, an empty prompt, or a prompt longer than `n_ctx` (with
+    /// [`ContextOverflow::Error`]; under `Slide` the last `n_ctx` tokens are kept).
+    pub fn new(
+        tokenizer: &'t Tokenizer,
+        prompt: &[u32],
+        n_ctx: usize,
+        options: GenerateOptions,
+    ) -> Result<Self, GenerateError> {
+        let window = prompt_window(prompt, n_ctx, options.context_overflow)?;
+        let stream = options.stream;
+        Ok(Sequence {
+            state: SeqState::new(tokenizer, window, options, stream)?,
+            n_ctx,
+        })
+    }
+
+    /// Draws the next token from `logits` (the model's, `[n_vocab]`, predicting the token
+    /// after [`context`](Self::context)), decodes it and checks the stop conditions.
+    ///
+    /// # Errors
+    /// NaN or empty logits, or a token the tokenizer cannot decode.
+    pub fn accept(&mut self, logits: &[f32]) -> Result<GeneratedToken, GenerateError> {
+        let context_full = self.state.context.len() + 1 >= self.n_ctx
+            && self.state.options.context_overflow == ContextOverflow::Error;
+        self.state.accept(logits, context_full)
+    }
+
+    /// The prompt the model sees (cut to the window) followed by the generated tokens.
+    pub fn context(&self) -> &[u32] {
+        &self.state.context
+    }
+
+    /// The prompt tokens the model sees.
+    pub fn prompt(&self) -> &[u32] {
+        &self.state.context[..self.state.prompt_len]
+    }
+
+    /// The tokens generated so far.
+    pub fn generated(&self) -> &[u32] {
+        &self.state.generated
+    }
+
+    /// Why the sequence ended, once it has (at once for `max_new_tokens == 0`).
+    pub fn finish_reason(&self) -> Option<FinishReason> {
+        self.state.finish
+    }
+}
+
 impl<'a, M: LanguageModel> Generation<'a, M> {
     /// Validates the options and runs the prompt through the model.
     ///
