@@ -140,7 +140,18 @@ impl Engine {
         };
         std::thread::Builder::new()
             .name("gpt2-engine".into())
-            .spawn(move || crate::scheduler::run(&model, &tokenizer, &jobs, &metrics, config))?;
+            .spawn(move || {
+                // A panic inside a step must not take the server down: the requests in flight
+                // lose their channels (their handlers answer 500) and the loop starts over.
+                while std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    crate::scheduler::run(&model, &tokenizer, &jobs, &metrics, config)
+                }))
+                .is_err()
+                {
+                    metrics.running.store(0, Ordering::Relaxed);
+                    metrics.finished("error");
+                }
+            })?;
         Ok(engine)
     }
 

@@ -364,7 +364,7 @@ async fn completions(
     let mut rx = rx;
     let mut choices: Vec<(String, Vec<TokenLogprob>, Option<&'static str>)> =
         vec![(String::new(), Vec::new(), None); n_choices];
-    let mut usage_json = usage(0, 0);
+    let mut usage_json = None;
     while let Some(e) = rx.recv().await {
         match e {
             Event::Text {
@@ -385,10 +385,18 @@ async fn completions(
             Event::Usage {
                 prompt_tokens,
                 completion_tokens,
-            } => usage_json = usage(prompt_tokens, completion_tokens),
+            } => usage_json = Some(usage(prompt_tokens, completion_tokens)),
             Event::Error(e) => return Err(e),
         }
     }
+    // The engine ends every request with its usage; a channel closed before it means the
+    // engine failed mid-request.
+    let Some(usage_json) = usage_json else {
+        return Err(ApiError::status(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the engine stopped before the completion was finished",
+        ));
+    };
     let choices: Vec<Value> = choices
         .into_iter()
         .enumerate()
