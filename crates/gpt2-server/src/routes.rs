@@ -99,6 +99,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/models", get(models))
         .route("/v1/completions", post(completions))
         .route("/tokenize", post(tokenize))
+        .route("/tokenizer_info", get(tokenizer_info))
         .route("/detokenize", post(detokenize))
         .route("/metrics", get(metrics))
         .fallback(not_found)
@@ -195,16 +196,38 @@ fn json_object(bytes: &[u8]) -> Result<serde_json::Map<String, Value>, ApiError>
     }
 }
 
+/// vLLM's `/tokenizer_info`, which lm-evaluation-harness asks for to use the server's
+/// tokenizer (`/tokenize`, `/detokenize`) instead of a local one.
+async fn tokenizer_info(State(state): State<Arc<AppState>>) -> Result<Json<Value>, ApiError> {
+    let engine = state.engine()?;
+    let eos = engine.tokenizer().end_of_text().and_then(|id| {
+        engine
+            .tokenizer()
+            .token_spelling(id)
+            .ok()
+            .map(str::to_string)
+    });
+    Ok(Json(json!({
+        "tokenizer_class": "GPT2Tokenizer",
+        "eos_token": eos,
+        "bos_token": eos,
+        "pad_token": null,
+        "model_max_length": engine.n_ctx(),
+        "vocab_size": engine.n_vocab(),
+    })))
+}
+
 async fn tokenize(
     State(state): State<Arc<AppState>>,
     raw: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let obj = json_object(&body(raw, state.config.max_body_bytes)?)?;
     let engine = state.engine()?;
-    let Some(Value::String(content)) = obj.get("content") else {
+    // `content` (llama.cpp's name) or `prompt` (vLLM's, which lm-evaluation-harness sends).
+    let Some(Value::String(content)) = obj.get("content").or_else(|| obj.get("prompt")) else {
         return Err(ApiError::invalid(
             "content",
-            "is required and must be a string",
+            "is required and must be a string (or give it as `prompt`)",
         ));
     };
     let tokens = engine
@@ -233,7 +256,8 @@ async fn detokenize(
         .tokenizer()
         .decode(&ids)
         .map_err(|e| ApiError::invalid("tokens", format!("cannot be decoded: {e}")))?;
-    Ok(Json(json!({ "content": content })))
+    // Under both names, as for /tokenize.
+    Ok(Json(json!({ "content": content, "prompt": content })))
 }
 
 fn check_ids(ids: &[u32], n_vocab: usize) -> Result<(), ApiError> {

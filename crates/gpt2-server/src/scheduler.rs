@@ -402,14 +402,15 @@ fn accept(a: &mut Active<'_>, logits: &[f32], tok: &Tokenizer, metrics: &Metrics
     }
 }
 
-/// The `logprobs` entry of a generated token (none for `<|endoftext|>` or without `logprobs`).
+/// The `logprobs` entry of a generated token (none without `logprobs`). An `<|endoftext|>`
+/// that ends the choice has one too, as OpenAI returns it (its text is not in the choice's).
 fn logprob_entry(
     r: &Request,
     a: &mut Active<'_>,
     token: &GeneratedToken,
     tok: &Tokenizer,
 ) -> Vec<TokenLogprob> {
-    if r.queued.job.request.logprobs.is_none() || token.finish_reason == Some(FinishReason::Eos) {
+    if r.queued.job.request.logprobs.is_none() {
         return Vec::new();
     }
     let text = token_text(tok, token.id);
