@@ -485,7 +485,7 @@ fn st_parse(bytes: &[u8]) -> St {
 
 fn st_bytes(st: &St) -> Vec<u8> {
     let mut h = serde_json::to_vec(&st.header).expect("header");
-    while h.len() % 8 != 0 {
+    while !h.len().is_multiple_of(8) {
         h.push(b' ');
     }
     let mut out = (h.len() as u64).to_le_bytes().to_vec();
@@ -2453,7 +2453,7 @@ fn every_bad_input_is_refused_cleanly() {
         report.failed.len()
     );
     let mut slowest = report.passed.clone();
-    slowest.sort_by(|a, b| b.1.cmp(&a.1));
+    slowest.sort_by_key(|b| std::cmp::Reverse(b.1));
     for (name, t) in slowest.iter().take(3) {
         eprintln!("  slowest: {name} ({:.2}s)", t.as_secs_f64());
     }
