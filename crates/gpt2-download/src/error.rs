@@ -97,6 +97,20 @@ pub enum DownloadError {
         message: String,
     },
 
+    /// A download path (`<file>.part` or the file itself) is something other than a regular
+    /// file: a symbolic link (possibly planted to redirect the write elsewhere), a directory,
+    /// a FIFO or a device. Nothing is written through it and it is left as it is.
+    #[error(
+        "{path}: expected a regular file (or nothing) at this download path, found {found}; \
+         refusing to write through it: remove it and run again"
+    )]
+    NotARegularFile {
+        /// The path.
+        path: PathBuf,
+        /// What is there (`a symbolic link`, `a directory`...).
+        found: &'static str,
+    },
+
     /// A file's size differs from the size the server announced.
     #[error("{file}: expected {expected} bytes, got {found}; the file was removed")]
     SizeMismatch {

@@ -1,6 +1,13 @@
 //! A small blocking downloader: resume with `Range` from a `.part` file, size check
 //! against `Content-Length`/`Content-Range`, retries with backoff on transient errors,
 //! rename to the final name only when complete.
+//!
+//! Symbolic links are never followed when writing: a `.part` or destination path that is a
+//! symlink (or a directory, FIFO, device) is refused with
+//! [`DownloadError::NotARegularFile`] naming it, and left as it is. A new `.part` is created
+//! exclusively (`O_EXCL`), an existing one opened with `O_NOFOLLOW` and checked to be a
+//! regular file, so a link planted in the download folder cannot redirect the bytes into a
+//! file elsewhere.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
@@ -79,10 +86,8 @@ impl Http {
         label: &str,
         reporter: &Reporter,
     ) -> Result<u64, DownloadError> {
-        if let Ok(meta) = fs::metadata(dest) {
-            if meta.is_file() {
-                return Ok(meta.len());
-            }
+        if let Some(meta) = regular_or_absent(dest)? {
+            return Ok(meta.len());
         }
         let part = part_path(dest);
         let mut progress = reporter.file(label);
@@ -91,6 +96,8 @@ impl Http {
             match self.attempt(url, &part, &mut progress) {
                 Ok(len) => {
                     progress.finish();
+                    // Something may have appeared at `dest` meanwhile: replace only a file.
+                    regular_or_absent(dest)?;
                     fs::rename(&part, dest).map_err(|e| DownloadError::io("renaming", &part, e))?;
                     return Ok(len);
                 }
@@ -117,7 +124,7 @@ impl Http {
                         },
                         None => DownloadError::Transfer {
                             url: url.to_string(),
-                            received: fs::metadata(&part).map(|m| m.len()).unwrap_or(0),
+                            received: fs::symlink_metadata(&part).map(|m| m.len()).unwrap_or(0),
                             retried,
                             message,
                         },
@@ -133,7 +140,9 @@ impl Http {
 
     /// One request: from the end of `part` to the end of the file.
     fn attempt(&self, url: &str, part: &Path, progress: &mut FileProgress) -> Result<u64, Failure> {
-        let have = fs::metadata(part).map(|m| m.len()).unwrap_or(0);
+        let have = regular_or_absent(part)
+            .map_err(Failure::fatal)?
+            .map_or(0, |m| m.len());
         let body = match self.request(url, have)? {
             Answer::Body(body) => body,
             Answer::Complete => return Ok(have),
@@ -148,12 +157,7 @@ impl Http {
                 ));
             }
         };
-        let mut file = if body.offset == 0 {
-            File::create(part)
-        } else {
-            OpenOptions::new().append(true).open(part)
-        }
-        .map_err(|e| Failure::fatal(DownloadError::io("opening", part, e)))?;
+        let mut file = open_part(part, body.offset > 0).map_err(Failure::fatal)?;
 
         progress.start(body.total, body.offset);
         let mut written = body.offset;
@@ -280,6 +284,87 @@ impl Http {
             })),
         }
     }
+}
+
+/// What is at `path`: `None` when nothing, its metadata when a regular file (symlinks not
+/// followed), else [`DownloadError::NotARegularFile`].
+fn regular_or_absent(path: &Path) -> Result<Option<fs::Metadata>, DownloadError> {
+    match fs::symlink_metadata(path) {
+        Ok(meta) if meta.is_file() => Ok(Some(meta)),
+        Ok(meta) => Err(DownloadError::NotARegularFile {
+            path: path.to_path_buf(),
+            found: kind_of(&meta.file_type()),
+        }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(DownloadError::io("checking", path, e)),
+    }
+}
+
+/// `a symbolic link`, `a directory`... for messages.
+fn kind_of(t: &fs::FileType) -> &'static str {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if t.is_fifo() {
+            return "a FIFO";
+        }
+        if t.is_socket() {
+            return "a socket";
+        }
+        if t.is_block_device() || t.is_char_device() {
+            return "a device";
+        }
+    }
+    if t.is_symlink() {
+        "a symbolic link"
+    } else if t.is_dir() {
+        "a directory"
+    } else if t.is_file() {
+        "a regular file"
+    } else {
+        "something other than a regular file"
+    }
+}
+
+/// Opens `part` for writing without following a symlink: to append to (`resume`), it must be
+/// a regular file already; otherwise whatever regular file is there is removed and a new one
+/// created exclusively. Anything else at `part` is [`DownloadError::NotARegularFile`].
+fn open_part(part: &Path, resume: bool) -> Result<File, DownloadError> {
+    if !resume && regular_or_absent(part)?.is_some() {
+        fs::remove_file(part).map_err(|e| DownloadError::io("removing", part, e))?;
+    }
+    let mut opts = OpenOptions::new();
+    if resume {
+        opts.append(true);
+    } else {
+        opts.write(true).create_new(true);
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        // Not a symlink; and a FIFO planted meanwhile must not block the open.
+        opts.custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK);
+    }
+    let file = opts.open(part).map_err(|e| {
+        // ELOOP (a symlink, with O_NOFOLLOW) or EEXIST (something appeared since the check).
+        match fs::symlink_metadata(part) {
+            Ok(meta) if !meta.is_file() => DownloadError::NotARegularFile {
+                path: part.to_path_buf(),
+                found: kind_of(&meta.file_type()),
+            },
+            _ => DownloadError::io("opening", part, e),
+        }
+    })?;
+    let meta = file
+        .metadata()
+        .map_err(|e| DownloadError::io("opening", part, e))?;
+    if !meta.is_file() {
+        return Err(DownloadError::NotARegularFile {
+            path: part.to_path_buf(),
+            found: kind_of(&meta.file_type()),
+        });
+    }
+    Ok(file)
 }
 
 /// `dest` + `.part`.

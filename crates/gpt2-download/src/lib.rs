@@ -39,6 +39,11 @@
 //! - Two fetches of the same model at once take turns on `<models_dir>/.<name>.lock`; the
 //!   second finds the model present and downloads nothing.
 //! - A file whose checksum is wrong is deleted, never left looking complete.
+//! - Nothing is written through a symbolic link: a `<file>.part` or `<file>` in the download
+//!   folder that is a symlink (or a directory, FIFO, device) is refused with
+//!   [`DownloadError::NotARegularFile`] naming it, and left untouched, as is whatever it
+//!   points at. A new `.part` is created exclusively (`O_EXCL`), an existing one is opened
+//!   with `O_NOFOLLOW`.
 //!
 //! # Example
 //!

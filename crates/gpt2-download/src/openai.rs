@@ -50,7 +50,8 @@ pub(crate) fn fetch(
     let mut fetched = 0usize;
     for file in OPENAI_FILES {
         let dest = staging.join(file);
-        if dest.is_file() {
+        // A complete file from an earlier run (a symlink is not one: the download refuses it).
+        if fs::symlink_metadata(&dest).is_ok_and(|m| m.is_file()) {
             continue;
         }
         let url = format!("{base}/{name}/{file}");

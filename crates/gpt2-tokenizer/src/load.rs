@@ -126,9 +126,56 @@ pub(crate) fn read_file(path: &Path) -> Result<Vec<u8>> {
     })
 }
 
+/// A vocabulary JSON object whose keys are unique: one that names a token twice is ambiguous
+/// (serde_json would keep the last id silently), so it is refused.
+fn unique_vocab<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<VocabMap, D::Error> {
+    struct Unique;
+    impl<'de> Visitor<'de> for Unique {
+        type Value = VocabMap;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a JSON object of token -> id")
+        }
+        fn visit_map<A: de::MapAccess<'de>>(
+            self,
+            mut map: A,
+        ) -> std::result::Result<VocabMap, A::Error> {
+            let mut vocab = VocabMap::with_capacity_and_hasher(
+                map.size_hint().unwrap_or(0).min(1 << 20),
+                Default::default(),
+            );
+            while let Some((token, id)) = map.next_entry::<String, u32>()? {
+                match vocab.entry(token) {
+                    std::collections::hash_map::Entry::Vacant(slot) => {
+                        slot.insert(id);
+                    }
+                    std::collections::hash_map::Entry::Occupied(first) => {
+                        return Err(de::Error::custom(format!(
+                            "token {} appears twice (ids {} and {id}): which one is meant is \
+                             ambiguous",
+                            excerpt(first.key()),
+                            first.get()
+                        )));
+                    }
+                }
+            }
+            Ok(vocab)
+        }
+    }
+    d.deserialize_map(Unique)
+}
+
+/// `Option<VocabMap>` with [`unique_vocab`], for `#[serde(deserialize_with)]`.
+fn unique_vocab_opt<'de, D: Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Option<VocabMap>, D::Error> {
+    unique_vocab(d).map(Some)
+}
+
 /// Parses `encoder.json` / `vocab.json`.
 pub(crate) fn parse_vocab_json(bytes: &[u8], source: &str) -> Result<VocabMap> {
-    let vocab: VocabMap = serde_json::from_slice(bytes)
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let vocab = unique_vocab(&mut de)
+        .and_then(|v| de.end().map(|()| v))
         .map_err(|e| invalid(source, VOCAB_WHAT, shorten(e.to_string())))?;
     if vocab.is_empty() {
         return Err(invalid(source, VOCAB_WHAT, "it has no tokens"));
@@ -203,7 +250,7 @@ struct ModelFile {
     byte_fallback: Option<Value>,
     #[serde(default)]
     ignore_merges: Option<Value>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "unique_vocab_opt")]
     vocab: Option<VocabMap>,
     #[serde(default)]
     merges: Option<Vec<Merge>>,

@@ -361,6 +361,12 @@ fn bad_vocabularies() {
         VOCAB_BPE,
     );
     assert!(m.contains("0x20"), "{m}");
+    // A token named twice in the JSON text (ids 5 and 0): ambiguous, refused.
+    let twice = String::from_utf8(ENCODER_JSON.to_vec())
+        .unwrap()
+        .replacen('{', "{\"!\": 5, ", 1);
+    let m = load_error(twice.as_bytes(), VOCAB_BPE);
+    assert!(m.contains("\"!\" appears twice (ids 5 and 0)"), "{m}");
 }
 
 #[test]
@@ -429,6 +435,18 @@ fn bad_tokenizer_json() {
         j["model"].as_object_mut().unwrap().remove("vocab");
     });
     assert!(m.contains("vocab"), "{m}");
+    // A token named twice in the vocabulary's JSON text.
+    let mut json = tokenizer_json(false);
+    json["model"]["vocab"] = json!({"PLACEHOLDER": 0});
+    let text = serde_json::to_string(&json)
+        .unwrap()
+        .replace("\"PLACEHOLDER\":0", "\"a\":0,\"a\":1");
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(dir.path(), "tokenizer.json", text.as_bytes());
+    let m = Tokenizer::from_tokenizer_json(&path)
+        .unwrap_err()
+        .to_string();
+    assert!(m.contains("appears twice"), "{m}");
     let m = tokenizer_json_error(|j| *j = json!("text"));
     assert!(m.contains("object"), "{m}");
 }

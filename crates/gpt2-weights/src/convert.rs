@@ -3,8 +3,15 @@
 //! Every write is atomic at the directory level: files are written into a temporary
 //! directory beside the destination (`.NAME.partial-XXXXXX`), flushed to disk, and the
 //! directory is renamed to its final name only when complete. An interrupted or failed
-//! write therefore never leaves a directory at the destination; a crash can at worst
-//! leave a `.partial-` directory, which no reader mistakes for a model.
+//! write therefore never leaves a directory at the destination; a crash (or SIGKILL) can at
+//! worst leave a `.partial-` directory, which no reader mistakes for a model.
+//!
+//! Such leftovers are removed by the next write to the same destination: while a write runs,
+//! it holds an exclusive lock on the file `.lock` in its temporary directory (removed just
+//! before the rename), so a `.NAME.partial-*` directory whose `.lock` can be locked belongs to
+//! a writer that died. One without a `.lock` (a writer dies in the instant after creating the
+//! directory, or after removing the lock before the rename) is removed once it is a minute
+//! old; one whose lock is held is left alone.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -301,10 +308,16 @@ pub fn save_dir_with<E: From<WeightsError>>(
         _ => PathBuf::from("."),
     };
     std::fs::create_dir_all(&parent).map_err(|e| WeightsError::io(&parent, e))?;
+    let prefix = format!(".{}.partial-", name.to_string_lossy());
+    remove_stale_partials(&parent, &prefix);
     let tmp = tempfile::Builder::new()
-        .prefix(&format!(".{}.partial-", name.to_string_lossy()))
+        .prefix(&prefix)
         .tempdir_in(&parent)
         .map_err(|e| WeightsError::io(&parent, e))?;
+    // Held until the rename: tells a later writer that this directory is in use.
+    let lock_path = tmp.path().join(LOCK_FILE);
+    let lock = File::create_new(&lock_path).map_err(|e| WeightsError::io(&lock_path, e))?;
+    lock.lock().map_err(|e| WeightsError::io(&lock_path, e))?;
 
     let config_path = tmp.path().join("config.json");
     let mut json = serde_json::to_string_pretty(&config.to_config_json())
@@ -332,13 +345,64 @@ pub fn save_dir_with<E: From<WeightsError>>(
     if to.symlink_metadata().is_ok() {
         return Err(WeightsError::DestinationExists(to.to_path_buf()).into());
     }
+    // The lock file goes before the rename (the lock itself stays held until then); a later
+    // writer leaves a partial directory without one alone.
+    std::fs::remove_file(&lock_path).map_err(|e| WeightsError::io(&lock_path, e))?;
     std::fs::rename(tmp.path(), to).map_err(|e| WeightsError::io(to, e))?;
+    drop(lock);
     // The directory now lives at `to`; don't let the guard delete it.
     let _ = tmp.keep();
     if let Ok(dir) = File::open(&parent) {
         let _ = dir.sync_all();
     }
     Ok(())
+}
+
+/// The lock file of a temporary directory (see the module docs).
+const LOCK_FILE: &str = ".lock";
+
+/// How old a temporary directory without a lock file must be to count as left by a writer
+/// that died.
+const STALE_WITHOUT_LOCK: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Removes the `PREFIX*` directories in `parent` left by writers that died (see the module
+/// docs). Best effort: anything that cannot be checked or removed is left as it is.
+fn remove_stale_partials(parent: &Path, prefix: &str) {
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let is_partial = entry
+            .file_name()
+            .to_str()
+            .is_some_and(|n| n.starts_with(prefix));
+        // A real directory, not a symlink to one.
+        let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+        if !(is_partial && is_dir) {
+            continue;
+        }
+        let dir = entry.path();
+        match File::open(dir.join(LOCK_FILE)) {
+            Ok(lock) => {
+                if lock.try_lock().is_ok() {
+                    let _ = std::fs::remove_dir_all(&dir);
+                }
+            }
+            Err(_) => {
+                // A live writer has a lock file within an instant of creating the directory
+                // and renames it an instant after removing it.
+                let old = entry
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| t.elapsed().ok())
+                    .is_some_and(|age| age > STALE_WITHOUT_LOCK);
+                if old {
+                    let _ = std::fs::remove_dir_all(&dir);
+                }
+            }
+        }
+    }
 }
 
 fn check_tensors<V: Shaped>(

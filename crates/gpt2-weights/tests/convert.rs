@@ -203,3 +203,56 @@ fn save_hf_into_relative_path_and_reopen() {
         "{header}"
     );
 }
+
+/// A temporary directory left by a writer that died (its `.lock` not locked, or no `.lock` and
+/// old) is removed by the next write to the same destination; one in use (locked), or young
+/// without a lock file, is kept.
+#[test]
+fn partial_directories_of_dead_writers_are_removed() {
+    let out = tempfile::tempdir().unwrap();
+    let partial = |suffix: &str, lock: bool| {
+        let dir = out.path().join(format!(".hf.partial-{suffix}"));
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(dir.join("model.safetensors"), b"half").unwrap();
+        if lock {
+            std::fs::write(dir.join(".lock"), b"").unwrap();
+        }
+        dir
+    };
+    let dead = partial("dead01", true);
+    let alive = partial("alive1", true);
+    let unlocked = partial("nolock", false);
+    // Without a lock file and two minutes old: a writer that died before locking.
+    let old_unlocked = partial("oldnol", false);
+    let two_minutes_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(120);
+    std::fs::File::open(&old_unlocked)
+        .unwrap()
+        .set_modified(two_minutes_ago)
+        .unwrap();
+    let other = out.path().join(".other.partial-dead02");
+    std::fs::create_dir(&other).unwrap();
+    std::fs::write(other.join(".lock"), b"").unwrap();
+    // Another writer holds this one (a second open file description conflicts, even here).
+    let held = std::fs::File::open(alive.join(".lock")).unwrap();
+    held.lock().unwrap();
+
+    convert(
+        &common::fixtures("micro/hf"),
+        &out.path().join("hf"),
+        Dtype::F32,
+    )
+    .unwrap();
+    assert!(!dead.exists(), "the dead writer's directory is still there");
+    assert!(alive.join("model.safetensors").is_file());
+    assert!(unlocked.join("model.safetensors").is_file());
+    assert!(
+        !old_unlocked.exists(),
+        "the old lock-less directory is still there"
+    );
+    assert!(
+        other.is_dir(),
+        "another destination's directory was touched"
+    );
+    assert!(!out.path().join("hf/.lock").exists());
+    drop(held);
+}

@@ -331,6 +331,13 @@ fn write_step(
 /// Maps generation errors the user caused (options, prompt) to usage errors.
 fn generate_error(err: GenerateError) -> anyhow::Error {
     match err {
+        // NaN logits come from the model (weights that hold a NaN or an infinity), not
+        // from an option.
+        GenerateError::Sampling(e @ (SamplingError::NanLogit(_) | SamplingError::EmptyLogits)) => {
+            anyhow::Error::new(e).context(
+                "generation failed: the model computed NaN (are its weights finite numbers?)",
+            )
+        }
         GenerateError::Sampling(e) => UsageError(format!("{}: {e}", flag_of(&e))).into(),
         GenerateError::PromptTooLong { .. } | GenerateError::EmptyPrompt => {
             UsageError(err.to_string()).into()
