@@ -8,11 +8,6 @@
 //! Every case must be refused cleanly: exit code 1 (2 for a usage error), a message naming
 //! the file or field, no panic, no death by a signal, within a time limit, and for
 //! `gpt2 convert` nothing at the destination and nothing left in its folder.
-//!
-//! Cases the project does not refuse yet are listed in [`PENDING`] and run by the ignored
-//! test `pending_cases` (`cargo test -p gpt2-tests --test bad_inputs -- --ignored`); the
-//! main test checks that they are still not refused, so that one that starts passing is
-//! noticed and moved into the main set.
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -47,88 +42,6 @@ const FAMILY_COUNTS: &[(&str, usize)] = &[
     ("config", 48),
     ("tokenizer", 21),
     ("convert", 14),
-];
-
-/// What the pending non-finite cases miss.
-const NAN_IN_PLACE: &str =
-    "f32/f16 weight matrices used in place are not scanned for NaN/inf at load";
-const NAN_Q8_SCALE: &str = "Q8_0 block scales of a GGUF file are not checked for NaN/inf at load";
-
-/// Cases that are not refused yet (a known gap, with what is missing), by name.
-const PENDING: &[(&str, &str)] = &[
-    (
-        "f32 safetensors h.1.mlp.c_fc.weight[1000] = NaN, computed in f32",
-        NAN_IN_PLACE,
-    ),
-    (
-        "f32 safetensors h.1.mlp.c_fc.weight[1000] = NaN, computed in f16",
-        NAN_IN_PLACE,
-    ),
-    (
-        "f32 safetensors h.0.attn.c_proj.weight[5] = inf, computed in f32",
-        NAN_IN_PLACE,
-    ),
-    (
-        "f32 safetensors h.0.attn.c_proj.weight[5] = inf, computed in f16",
-        NAN_IN_PLACE,
-    ),
-    (
-        "f32 safetensors wte.weight[18563] = NaN, computed in f32",
-        NAN_IN_PLACE,
-    ),
-    (
-        "f32 safetensors wte.weight[18563] = NaN, computed in f16",
-        NAN_IN_PLACE,
-    ),
-    (
-        "f16 safetensors h.1.mlp.c_fc.weight[1000] = NaN, computed in f32",
-        NAN_IN_PLACE,
-    ),
-    (
-        "f16 safetensors h.1.mlp.c_fc.weight[1000] = NaN, computed in f16",
-        NAN_IN_PLACE,
-    ),
-    (
-        "f16 safetensors h.0.attn.c_proj.weight[5] = inf, computed in f32",
-        NAN_IN_PLACE,
-    ),
-    (
-        "f16 safetensors h.0.attn.c_proj.weight[5] = inf, computed in f16",
-        NAN_IN_PLACE,
-    ),
-    (
-        "f16 safetensors wte.weight[18563] = NaN, computed in f32",
-        NAN_IN_PLACE,
-    ),
-    (
-        "f16 safetensors wte.weight[18563] = NaN, computed in f16",
-        NAN_IN_PLACE,
-    ),
-    ("TF model/h0/mlp/c_proj/w[77] = inf", NAN_IN_PLACE),
-    (
-        "GGUF blk.0.ffn_up.weight (Q8_0) = NaN, computed in q8_0",
-        NAN_Q8_SCALE,
-    ),
-    (
-        "GGUF blk.0.ffn_up.weight (Q8_0) = NaN, computed in f32",
-        NAN_Q8_SCALE,
-    ),
-    (
-        "GGUF blk.1.attn_qkv.weight (Q8_0) = inf, computed in q8_0",
-        NAN_Q8_SCALE,
-    ),
-    (
-        "GGUF blk.1.attn_qkv.weight (Q8_0) = inf, computed in f32",
-        NAN_Q8_SCALE,
-    ),
-    (
-        "GGUF token_embd.weight (Q8_0) = NaN, computed in q8_0",
-        NAN_Q8_SCALE,
-    ),
-    (
-        "GGUF token_embd.weight (Q8_0) = NaN, computed in f32",
-        NAN_Q8_SCALE,
-    ),
 ];
 
 // ---------------------------------------------------------------------------------------------
@@ -2419,13 +2332,6 @@ fn counts(cases: &[Case]) -> BTreeMap<&'static str, usize> {
     m
 }
 
-fn pending_reason(name: &str) -> Option<&'static str> {
-    PENDING
-        .iter()
-        .find(|(n, _)| *n == name)
-        .map(|(_, why)| *why)
-}
-
 #[test]
 fn every_bad_input_is_refused_cleanly() {
     let cases = all_cases();
@@ -2435,12 +2341,6 @@ fn every_bad_input_is_refused_cleanly() {
         eprintln!("  {family:10} {n}");
     }
     eprintln!("  {:10} {}", "total", cases.len());
-    for (name, _) in PENDING {
-        assert!(
-            cases.iter().any(|c| c.name == *name),
-            "PENDING names no case {name:?}"
-        );
-    }
     let root = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("tempdir");
     let start = Instant::now();
     let refs: Vec<&Case> = cases.iter().collect();
@@ -2457,49 +2357,20 @@ fn every_bad_input_is_refused_cleanly() {
     for (name, t) in slowest.iter().take(3) {
         eprintln!("  slowest: {name} ({:.2}s)", t.as_secs_f64());
     }
-    let mut unexpected = Vec::new();
-    for (name, why) in &report.failed {
-        match pending_reason(name) {
-            Some(reason) => eprintln!("pending ({reason}): {name}"),
-            None => unexpected.push(format!("{name}: {why}")),
-        }
-    }
-    for (name, _) in &report.passed {
-        if let Some(reason) = pending_reason(name) {
-            unexpected.push(format!(
-                "{name}: now refused cleanly; remove it from PENDING ({reason})"
-            ));
-        }
-    }
+    let failed: Vec<String> = report
+        .failed
+        .iter()
+        .map(|(name, why)| format!("{name}: {why}"))
+        .collect();
     assert!(
-        unexpected.is_empty(),
-        "{} case(s):\n{}",
-        unexpected.len(),
-        unexpected.join("\n")
+        failed.is_empty(),
+        "{} case(s) not refused cleanly:\n{}",
+        failed.len(),
+        failed.join("\n")
     );
     let want: BTreeMap<&str, usize> = FAMILY_COUNTS.iter().copied().collect();
     assert_eq!(
         by_family, want,
         "case counts per family changed: update FAMILY_COUNTS and the README's table"
     );
-}
-
-/// The cases in [`PENDING`], each of which must be refused cleanly once the check it names
-/// exists.
-#[test]
-#[ignore = "known gaps: the cases in PENDING are not refused yet"]
-fn pending_cases() {
-    let cases: Vec<Case> = all_cases()
-        .into_iter()
-        .filter(|c| pending_reason(&c.name).is_some())
-        .collect();
-    let root = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("tempdir");
-    let refs: Vec<&Case> = cases.iter().collect();
-    let report = run_all(&refs, root.path());
-    let failed: Vec<String> = report
-        .failed
-        .iter()
-        .map(|(n, why)| format!("{n}: {why}"))
-        .collect();
-    assert!(failed.is_empty(), "{}", failed.join("\n"));
 }
