@@ -207,14 +207,17 @@ impl Config {
         if obj.get("scale_attn_weights") == Some(&Value::Bool(false)) {
             return Err(bad("scale_attn_weights = false is not supported".into()));
         }
+        // `n_embd` is not validated yet: 4 * n_embd may not fit.
+        let n_inner = (config.n_embd as u64).checked_mul(4);
         match obj.get("n_inner") {
             None | Some(Value::Null) => {}
-            Some(v) if v.as_u64() == Some(4 * config.n_embd as u64) => {}
+            Some(v) if n_inner.is_some() && v.as_u64() == n_inner => {}
             Some(v) => {
+                let expected =
+                    n_inner.map_or_else(|| "more than u64::MAX".into(), |n| n.to_string());
                 return Err(bad(format!(
-                    "n_inner must be null or 4 * n_embd = {}, found {v}",
-                    4 * config.n_embd
-                )))
+                    "n_inner must be null or 4 * n_embd = {expected}, found {v}"
+                )));
             }
         }
         config.validate().map_err(|e| with_file(e, path))?;

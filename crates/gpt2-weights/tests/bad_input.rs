@@ -357,13 +357,25 @@ fn config_json_missing_a_key_or_unsupported() {
         &["config.json", "missing key `vocab_size` or `n_vocab`"],
     );
 
-    let mut act = v;
+    let mut act = v.clone();
     act["activation_function"] = "relu".into();
     std::fs::write(dir.join("config.json"), act.to_string()).unwrap();
     assert_contains(
         &open_err(&dir),
         &["config.json", "activation_function", "\"relu\""],
     );
+
+    // n_inner is checked before n_embd is validated: 4 * n_embd must not overflow.
+    for n_embd in [1u64 << 62, u64::MAX] {
+        let mut huge = v.clone();
+        huge["n_embd"] = n_embd.into();
+        huge["n_inner"] = 0.into();
+        std::fs::write(dir.join("config.json"), huge.to_string()).unwrap();
+        assert_contains(
+            &open_err(&dir),
+            &["config.json", "n_inner must be null or 4 * n_embd"],
+        );
+    }
 }
 
 #[test]

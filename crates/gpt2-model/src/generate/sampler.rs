@@ -15,7 +15,8 @@ pub struct Candidate {
     pub logprob: f32,
     /// The token's probability in the distribution actually sampled from (after penalty, temperature
     /// and the top-k/top-p/min-p filters, renormalised); 0 if filtered out; for greedy decoding 1 for
-    /// the chosen token and 0 for the others.
+    /// the chosen token and 0 for the others; 0 when every logit is `-inf` (nothing could be
+    /// drawn).
     pub sampling_prob: f32,
 }
 
@@ -65,7 +66,8 @@ fn weight(x: f64) -> f64 {
     (x as f32).exp() as f64
 }
 
-/// `log(Σ exp(logits))`, computed stably (max subtracted, sum in f64).
+/// `log(Σ exp(logits))`, computed stably (max subtracted, sum in f64); `+inf` when a logit is
+/// `+inf`.
 pub fn log_sum_exp(logits: &[f32]) -> f64 {
     let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     if !max.is_finite() {
@@ -76,20 +78,58 @@ pub fn log_sum_exp(logits: &[f32]) -> f64 {
 }
 
 /// `log_softmax(logits)`: the natural-log probabilities of every token (f64 internally).
+///
+/// `+inf` logits share all the probability (the limit of the softmax): each gets `-ln k` for
+/// `k` of them, every other token `-inf`.
 pub fn log_softmax(logits: &[f32]) -> Vec<f32> {
     let lse = log_sum_exp(logits);
-    logits.iter().map(|&l| (l as f64 - lse) as f32).collect()
+    let n_inf = count_pos_inf(logits);
+    logits.iter().map(|&l| log_prob(l, lse, n_inf)).collect()
+}
+
+/// How many logits are `+inf`.
+fn count_pos_inf(logits: &[f32]) -> usize {
+    logits.iter().filter(|&&l| l == f32::INFINITY).count()
+}
+
+/// One token's log-probability, given `lse = log_sum_exp(logits)` and how many logits are
+/// `+inf` (see [`log_softmax`]).
+fn log_prob(l: f32, lse: f64, n_inf: usize) -> f32 {
+    if n_inf == 0 {
+        (l as f64 - lse) as f32
+    } else if l == f32::INFINITY {
+        -(n_inf as f64).ln() as f32
+    } else {
+        f32::NEG_INFINITY
+    }
+}
+
+/// The scaled logit `s = (l - max) / τ` (≤ 0) of a token, `max` the largest logit. When `max`
+/// is `+inf` (an f16 overflow, or a repetition penalty dividing a logit into `+inf`), the
+/// `+inf` tokens tie at `s = 0` and take all the mass, every other token gets `-inf`: the
+/// limit of the softmax, where `l - max` itself would be NaN.
+#[inline]
+fn scaled(l: f32, max: f64, t: f64) -> f64 {
+    if l == f32::NEG_INFINITY {
+        f64::NEG_INFINITY
+    } else if max == f64::INFINITY {
+        if l == f32::INFINITY {
+            0.0
+        } else {
+            f64::NEG_INFINITY
+        }
+    } else {
+        (l as f64 - max) / t
+    }
 }
 
 /// `softmax(logits / temperature)` in f64 (temperature > 0). Computed as `exp((l - max) / τ)`
-/// normalised, so a tiny τ puts all the mass on the argmax(es) instead of overflowing.
+/// normalised, so a tiny τ puts all the mass on the argmax(es) instead of overflowing (and
+/// `+inf` logits share all of it).
 pub fn softmax_with_temperature(logits: &[f32], temperature: f32) -> Vec<f64> {
     let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
     let t = temperature as f64;
-    let w: Vec<f64> = logits
-        .iter()
-        .map(|&l| weight((l as f64 - max) / t))
-        .collect();
+    let w: Vec<f64> = logits.iter().map(|&l| weight(scaled(l, max, t))).collect();
     let sum: f64 = w.iter().sum();
     w.into_iter().map(|x| x / sum).collect()
 }
@@ -200,15 +240,16 @@ pub fn sampling_distribution(
 fn filtered(logits: &[f32], params: &SamplingParams) -> Vec<Scaled> {
     let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
     let t = params.temperature as f64;
+    // A token with s = -inf (a -inf logit, or any finite one beside a +inf) is never drawn.
     let mut cands: Vec<Scaled> = logits
         .iter()
         .enumerate()
-        .filter(|(_, &l)| l != f32::NEG_INFINITY)
         .map(|(i, &l)| Scaled {
             id: i as u32,
-            s: (l as f64 - max) / t,
+            s: scaled(l, max, t),
             w: 0.0,
         })
+        .filter(|c| c.s != f64::NEG_INFINITY)
         .collect();
     if let Some(k) = params.top_k {
         top_k(&mut cands, k);
@@ -332,7 +373,8 @@ impl Sampler {
             return Err(SamplingError::EmptyLogits);
         }
         let lse = log_sum_exp(logits);
-        let logprob = |id: usize| (logits[id] as f64 - lse) as f32;
+        let n_inf = count_pos_inf(logits);
+        let logprob = |id: usize| log_prob(logits[id], lse, n_inf);
 
         let penalised: &[f32] = if self.params.repetition_penalty != 1.0 {
             self.scratch.clear();
@@ -376,7 +418,14 @@ impl Sampler {
                 }
                 probs
             });
-            (chosen, chosen_weight / total, kept_probs)
+            // Every logit -inf: nothing can be drawn (id 0 is returned), with probability 0
+            // rather than 0/0.
+            let chosen_prob = if total > 0.0 {
+                chosen_weight / total
+            } else {
+                0.0
+            };
+            (chosen, chosen_prob, kept_probs)
         };
         let sampling_prob = |id: usize| -> f32 {
             if id == chosen {
@@ -688,5 +737,33 @@ mod tests {
         assert_eq!(top_ids(&[0.0, 3.0, 1.0, 3.0], 3), vec![1, 3, 2]);
         assert_eq!(top_ids(&[0.0, 1.0], 5), vec![1, 0]);
         assert!(top_ids(&[0.0], 0).is_empty());
+    }
+
+    #[test]
+    fn positive_infinite_logits_take_all_the_mass() {
+        let logits = [1.0, f32::INFINITY, 2.0, f32::INFINITY, f32::NEG_INFINITY];
+        assert_dist(&dist(&logits, params(|_| {})), &[(1, 0.5), (3, 0.5)]);
+        let p = softmax_with_temperature(&logits, 0.5);
+        assert_eq!(p, vec![0.0, 0.5, 0.0, 0.5, 0.0]);
+        let lp = log_softmax(&logits);
+        assert_eq!(lp[0], f32::NEG_INFINITY);
+        assert!((lp[1] - 0.5f32.ln()).abs() < 1e-6 && lp[1] == lp[3]);
+        for seed in 0..20 {
+            let mut s = Sampler::new(params(|p| p.seed = seed)).unwrap();
+            let t = s.sample(&logits, &[], 2).unwrap();
+            assert!(t.token.id == 1 || t.token.id == 3, "{t:?}");
+            assert_eq!(t.token.sampling_prob, 0.5);
+            assert!((t.token.logprob - 0.5f32.ln()).abs() < 1e-6);
+        }
+        // A repetition penalty that divides a finite logit into +inf.
+        let mut s = Sampler::new(params(|p| p.repetition_penalty = 1e-40)).unwrap();
+        let t = s.sample(&[1.0, 2.0], &[0], 0).unwrap();
+        assert_eq!((t.token.id, t.token.sampling_prob), (0, 1.0));
+        // All -inf: nothing to draw from, still an id in range.
+        assert!(dist(&[f32::NEG_INFINITY; 3], params(|_| {})).is_empty());
+        let mut s = Sampler::new(params(|_| {})).unwrap();
+        let t = s.sample(&[f32::NEG_INFINITY; 3], &[], 3).unwrap();
+        assert_eq!((t.token.id, t.token.sampling_prob), (0, 0.0));
+        assert!(t.alternatives.iter().all(|c| c.sampling_prob == 0.0));
     }
 }
