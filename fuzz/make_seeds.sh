@@ -7,7 +7,7 @@ set -eu
 fx=../fixtures/micro
 rm -rf seeds
 mkdir -p seeds/index seeds/checkpoint seeds/gguf seeds/hf_dir seeds/tokenizer_files \
-    seeds/encode_decode seeds/sampling
+    seeds/encode_decode seeds/sampling seeds/server_request
 for d in openai openai-sharded openai-f16; do
     cp "$fx/$d/model.ckpt.index" "seeds/index/$d"
     python3 - "$fx/$d" "seeds/checkpoint/$d" <<'PY'
@@ -173,6 +173,20 @@ specials = struct.pack("<III", 0x10000000, 0x20000000, 0x40000001)
 write("seeds/sampling/specials", bytes([0x03]) + struct.pack("<f", 1.0) + struct.pack("<I", 2)
       + struct.pack("<ff", 0.5, 0.0) + struct.pack("<fI", 1.0, 0) + struct.pack("<Q", 1)
       + bytes([4, 0]) + specials + struct.pack("<I", 0x50008000))
+
+# --- server_request: POST /v1/completions bodies ----------------------------------------
+requests = {
+    "greedy": {"model": "tiny", "prompt": "Hello", "max_tokens": 16, "temperature": 0},
+    "many": {"prompt": ["a", "b"], "n": 2, "best_of": 3, "logprobs": 5, "echo": True, "seed": -1,
+             "stop": ["\n", "."], "top_p": 0.9, "top_k": 40, "min_p": 0.05},
+    "ids-stream": {"prompt": [[1, 2, 3], [50256]], "stream": True,
+                   "stream_options": {"include_usage": True}, "logit_bias": {"50256": -100},
+                   "presence_penalty": 1.5, "frequency_penalty": -0.5,
+                   "repetition_penalty": 1.2, "ignore_eos": True},
+    "bad": {"prompt": "x", "suffix": "y", "temperature": "hot", "n": 0},
+}
+for name, r in requests.items():
+    write(f"seeds/server_request/{name}", json.dumps(r, separators=(",", ":")).encode())
 
 # --- gguf: a small GGUF v3 container (F32, F16, Q8_0 tensors; every metadata type) ------
 def gstr(s):

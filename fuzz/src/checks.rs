@@ -478,3 +478,35 @@ pub fn sampling(data: &[u8]) {
         assert!(lp.iter().all(|&l| !l.is_nan() && l <= 1e-5), "{lp:?}");
     }
 }
+
+/// `server_request`: a `POST /v1/completions` body through the server's request parser: it
+/// is refused with a 400 naming a field, or accepted with every value in its range.
+pub fn server_request(data: &[u8]) {
+    match gpt2_server::CompletionRequest::parse(data) {
+        Err(e) => {
+            assert_eq!(e.status.as_u16(), 400, "{e}");
+            assert!(!e.message.is_empty());
+            if let Some(param) = &e.param {
+                assert!(e.message.contains(param.as_str()), "{e}");
+            }
+        }
+        Ok(r) => {
+            assert!(!r.prompts.is_empty());
+            assert!((1..=gpt2_server::MAX_CHOICES).contains(&r.n));
+            assert!((r.n..=gpt2_server::MAX_CHOICES).contains(&r.best_of));
+            assert!(!(r.stream && r.best_of > r.n));
+            assert!((0.0..=2.0).contains(&r.temperature));
+            assert!(r.top_p.is_none_or(|p| p > 0.0 && p <= 1.0));
+            assert!(r.min_p.is_none_or(|p| (0.0..=1.0).contains(&p)));
+            assert!(r.repetition_penalty > 0.0 && r.repetition_penalty.is_finite());
+            assert!(r.logprobs.is_none_or(|l| l <= 5));
+            assert!(r.stop.len() <= 4 && r.stop.iter().all(|s| !s.is_empty()));
+            assert!((-2.0..=2.0).contains(&r.presence_penalty));
+            assert!((-2.0..=2.0).contains(&r.frequency_penalty));
+            assert!(r
+                .logit_bias
+                .iter()
+                .all(|(_, b)| (-100.0..=100.0).contains(b)));
+        }
+    }
+}

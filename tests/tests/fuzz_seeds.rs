@@ -54,6 +54,11 @@ fn scratch() -> tempfile::TempDir {
 }
 
 #[test]
+fn server_request() {
+    replay("server_request", checks::server_request);
+}
+
+#[test]
 fn index() {
     replay("index", checks::index);
 }
