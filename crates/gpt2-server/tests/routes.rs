@@ -494,3 +494,76 @@ async fn answers_do_not_depend_on_what_else_runs() {
     let under_load = under_load.await.expect("task");
     assert_eq!(alone["choices"], under_load["choices"]);
 }
+
+/// Past the slots and the queue, a request is refused at once with 503 and `Retry-After`;
+/// the queued one runs when the slot frees.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_answers_503_with_retry_after() {
+    let state = AppState::new(ServerConfig::default());
+    let config = EngineConfig {
+        parallel: 1,
+        max_queue: 1,
+        prefill_chunk: 256,
+    };
+    let engine =
+        Engine::start(model(), Tokenizer::gpt2(), config, state.metrics()).expect("engine");
+    state.set_engine(engine);
+    let app = router(state.clone());
+    let long = json!({"prompt": "a", "max_tokens": 60, "ignore_eos": true, "stream": true});
+    let running = app
+        .clone()
+        .oneshot(
+            Request::post("/v1/completions")
+                .body(Body::from(long.to_string()))
+                .expect("req"),
+        )
+        .await
+        .expect("response");
+    let mut body = running.into_body();
+    body.frame().await.expect("a first chunk").expect("frame"); // the slot is taken
+    let queued = {
+        let app = app.clone();
+        tokio::spawn(async move {
+            post(
+                &app,
+                "/v1/completions",
+                json!({"prompt": "b", "max_tokens": 2}),
+            )
+            .await
+        })
+    };
+    let metrics = state.metrics();
+    for _ in 0..200 {
+        if metrics.render().contains("gpt2_requests_waiting 1") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let res = app
+        .clone()
+        .oneshot(
+            Request::post("/v1/completions")
+                .body(Body::from(json!({"prompt": "c"}).to_string()))
+                .expect("req"),
+        )
+        .await
+        .expect("response");
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        res.headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok()),
+        Some("1")
+    );
+    let bytes = res.into_body().collect().await.expect("body").to_bytes();
+    let v: Value = serde_json::from_slice(&bytes).expect("json");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("queue is full")),
+        "{v}"
+    );
+    while body.frame().await.is_some() {} // the running request finishes
+    let (status, v) = queued.await.expect("task");
+    assert_eq!(status, StatusCode::OK, "{v}");
+}
