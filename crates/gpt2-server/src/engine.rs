@@ -292,11 +292,12 @@ pub(crate) fn echoed(
             _ => {
                 let row = &rows[i - 1];
                 let lp = log_softmax(row);
-                let mut top: Vec<(String, f32)> = top_ids(row, top_n)
-                    .into_iter()
-                    .map(|t| (token_text(tok, t as u32), lp[t]))
+                let ids = top_ids(row, top_n);
+                let mut top: Vec<(String, f32)> = ids
+                    .iter()
+                    .map(|&t| (token_text(tok, t as u32), lp[t]))
                     .collect();
-                if !top_ids(row, top_n).contains(&(id as usize)) {
+                if !ids.contains(&(id as usize)) {
                     top.push((token.clone(), lp[id as usize]));
                 }
                 (Some(lp[id as usize]), top)
