@@ -83,6 +83,62 @@ pub struct Args {
     /// run per repetition next to ours, and add its decode and prefill columns.
     #[arg(long, value_name = "PATH")]
     pub llama_bench: Option<PathBuf>,
+    /// Measure `gpt2 serve` under concurrent streaming clients instead (see
+    /// `serve_bench.rs`), next to `gpt2 generate` and the library's batch in the same series.
+    #[arg(long, conflicts_with_all = ["batch", "batch_only", "llama_bench"])]
+    pub serve: bool,
+    /// With `--serve`: the concurrent client counts.
+    #[arg(
+        long,
+        value_name = "N",
+        value_delimiter = ',',
+        default_value = "1,4,16"
+    )]
+    pub clients: Vec<usize>,
+    /// With `--serve`: send request `i` no earlier than `i / RATE` seconds after a client
+    /// count's start (requests per second; default: back to back).
+    #[arg(long, value_name = "RATE")]
+    pub request_rate: Option<f64>,
+    /// With `--serve`: requests per client count and repetition (at least one per client).
+    #[arg(long, default_value_t = 32, value_name = "N")]
+    pub serve_requests: usize,
+}
+
+/// The CPU this runs on, for the top of every table: its model name, family and model
+/// numbers, and the vector features the kernels choose by (Linux; "unknown CPU" elsewhere).
+pub fn cpu_summary() -> String {
+    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let field = |name: &str| {
+        info.lines()
+            .find(|l| l.split(':').next().is_some_and(|k| k.trim() == name))
+            .and_then(|l| l.split_once(':'))
+            .map(|(_, v)| v.trim().to_string())
+    };
+    let Some(model) = field("model name") else {
+        return "unknown CPU".into();
+    };
+    let flags = field("flags").unwrap_or_default();
+    let have: Vec<&str> = [
+        "avx2",
+        "fma",
+        "f16c",
+        "avx512f",
+        "avx512bw",
+        "avx512_vnni",
+        "avx512_bf16",
+        "avx512fp16",
+        "amx_tile",
+    ]
+    .into_iter()
+    .filter(|f| flags.split_whitespace().any(|x| x == *f))
+    .collect();
+    let cpus = info.lines().filter(|l| l.starts_with("processor")).count();
+    format!(
+        "{model} (family {} model {}), {cpus} CPUs, {}",
+        field("cpu family").unwrap_or_else(|| "?".into()),
+        field("model").unwrap_or_else(|| "?".into()),
+        have.join(" ")
+    )
 }
 
 fn parse_size(s: &str) -> Result<ModelSize, String> {
@@ -256,7 +312,7 @@ pub fn run_generate(gpt2: &Path, args: &[String]) -> anyhow::Result<RunResult> {
 }
 
 /// The common `gpt2 generate` arguments.
-fn generate_args(
+pub fn generate_args(
     dir: &Path,
     dtype: &str,
     threads: usize,
@@ -382,6 +438,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     // model generation happen in this process).
     std::env::set_var("RAYON_NUM_THREADS", args.threads.to_string());
     std::env::set_var("CANDLE_NUM_THREADS", args.threads.to_string());
+    if args.clients.contains(&0) || args.serve_requests == 0 {
+        bail!("--clients and --serve-requests must be at least 1");
+    }
+    if args
+        .request_rate
+        .is_some_and(|r| !(r.is_finite() && r > 0.0))
+    {
+        bail!("--request-rate must be a positive number of requests per second");
+    }
     let gpt2 = if args.batch_only {
         PathBuf::new()
     } else {
@@ -390,6 +455,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             None => build_gpt2()?,
         }
     };
+    if args.serve {
+        return crate::serve_bench::run(&args, &gpt2);
+    }
+    println!("CPU: {}", cpu_summary());
     println!(
         "cargo xtask bench: {} threads, greedy, {}-token prompt + {} new tokens (decode), \
          {}-token prompt (prefill), medians of {} runs, random weights",
@@ -541,7 +610,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 }
 
 /// Loads a bench model for the in-process batched runs.
-fn load_for_batch(dir: &Path, dtype: &str) -> anyhow::Result<Gpt2> {
+pub fn load_for_batch(dir: &Path, dtype: &str) -> anyhow::Result<Gpt2> {
     let opts = match dtype {
         "f16" => LoadOptions::cpu(DType::F16),
         "q8_0" | "q8_0-gguf" => LoadOptions::q8_0(),

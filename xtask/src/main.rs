@@ -8,6 +8,7 @@
 mod bench;
 mod fetch_models;
 mod llama;
+mod serve_bench;
 
 use std::process::ExitCode;
 
@@ -26,7 +27,8 @@ enum Task {
     /// Download GPT-2 weights (OpenAI's release or the Hugging Face hub) into a models directory.
     FetchModels(fetch_models::Args),
     /// Measure decode/prefill speed, first-token latency and peak RSS of `gpt2 generate` on
-    /// random-weight models (the README's "Performance" numbers).
+    /// random-weight models (the README's "Performance" numbers); with `--serve`, of
+    /// `gpt2 serve` under concurrent clients.
     Bench(bench::Args),
 }
 
