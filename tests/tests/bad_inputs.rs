@@ -25,7 +25,6 @@ use gpt2_weights::tf;
 use serde_json::{json, Value as Json};
 
 /// The TensorFlow index writer of gpt2-weights' tests (one copy for both suites).
-#[allow(dead_code)]
 #[path = "../../crates/gpt2-weights/tests/common/mod.rs"]
 mod tf_writer;
 
