@@ -228,10 +228,9 @@ impl Trainer {
         let (x, y) = windows.inputs_and_targets(rows);
         let (b, t) = (rows.len(), windows.seq_len());
         let ids = Tensor::from_vec(x, (b, t), &Device::Cpu)?;
-        let targets = Tensor::from_vec(y, b * t, &Device::Cpu)?;
         let logits = model.forward(&ids)?; // [b, t, n_vocab]
         let logits = logits.reshape((b * t, self.config.n_vocab))?;
-        Ok(candle_nn::loss::cross_entropy(&logits, &targets)?)
+        crate::loss::cross_entropy(&logits, &y)
     }
 
     /// The loss of the training windows `rows` and the gradient of every weight
