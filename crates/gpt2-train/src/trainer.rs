@@ -11,12 +11,16 @@
 //! lr     = get_lr(s);  AdamW(lr) on every weight   (decay on wte, wpe and Conv1D weights)
 //! ```
 //!
+//! With dropout, each micro-step's masks are seeded from the run's seed, the step and the
+//! micro-step ([`Gpt2::forward_dropout`]).
+//!
 //! The model is a [`Gpt2`] built over candle [`Var`]s ([`Gpt2::from_tensors`]): the forward
 //! pass is the same layer code as inference, on its differentiable reference path.
 
 use std::time::{Duration, Instant};
 
 use candle_core::{Device, Tensor, Var};
+use gpt2_model::nn::functional::Dropout;
 use gpt2_model::Gpt2;
 use gpt2_tokenizer::Tokenizer;
 use gpt2_weights::Config;
@@ -181,13 +185,6 @@ impl Trainer {
         step: usize,
     ) -> Result<Self> {
         settings.validate(config.n_ctx)?;
-        if settings.dropout > 0.0 {
-            return Err(TrainError::setting(
-                "--dropout",
-                "0 (dropout is not implemented yet)",
-                settings.dropout,
-            ));
-        }
         let windows = Windows::new(train, settings.seq_len, "training")?;
         let batcher = Batcher::new(windows.count(), settings.data_order, settings.seed);
         let mut params = Vec::with_capacity(saved.len());
@@ -223,14 +220,39 @@ impl Trainer {
         })
     }
 
-    /// The mean cross-entropy of `model` over the windows `rows` (a scalar tensor).
-    fn loss(&self, model: &Gpt2, windows: &Windows, rows: &[usize]) -> Result<Tensor> {
+    /// The mean cross-entropy of `model` over the windows `rows` (a scalar tensor), with
+    /// `dropout` when given.
+    fn loss(
+        &self,
+        model: &Gpt2,
+        windows: &Windows,
+        rows: &[usize],
+        dropout: Option<Dropout>,
+    ) -> Result<Tensor> {
         let (x, y) = windows.inputs_and_targets(rows);
         let (b, t) = (rows.len(), windows.seq_len());
         let ids = Tensor::from_vec(x, (b, t), &Device::Cpu)?;
-        let logits = model.forward(&ids)?; // [b, t, n_vocab]
+        let logits = match dropout {
+            Some(d) if d.p > 0.0 => model.forward_dropout(&ids, &d)?,
+            _ => model.forward(&ids)?,
+        }; // [b, t, n_vocab]
         let logits = logits.reshape((b * t, self.config.n_vocab))?;
         crate::loss::cross_entropy(&logits, &y)
+    }
+
+    /// The dropout of micro-step `micro` of the current step: its masks depend only on the
+    /// seed, the step and the micro-step, so a resumed run draws the same ones.
+    fn dropout(&self, micro: usize) -> Dropout {
+        let mut seed = self.settings.seed ^ 0xD1B5_4A32_D192_ED03;
+        for v in [self.step as u64, micro as u64] {
+            seed = (seed ^ v)
+                .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+                .rotate_left(29);
+        }
+        Dropout {
+            p: self.settings.dropout,
+            seed,
+        }
     }
 
     /// The loss of the training windows `rows` and the gradient of every weight
@@ -239,7 +261,7 @@ impl Trainer {
     /// # Errors
     /// A tensor operation failing.
     pub fn loss_and_gradients(&self, rows: &[usize]) -> Result<(f64, Vec<Vec<f32>>)> {
-        let loss = self.loss(&self.tracked, &self.windows, rows)?;
+        let loss = self.loss(&self.tracked, &self.windows, rows, None)?;
         let grads = loss.backward()?;
         let value = loss.to_scalar::<f32>()? as f64;
         let g = self.collect(&grads)?;
@@ -269,7 +291,7 @@ impl Trainer {
         let mut micro_losses = Vec::with_capacity(k_total);
         for k in 0..k_total {
             let rows = self.batcher.micro_batch(self.step, k, k_total, b);
-            let loss = self.loss(&self.tracked, &self.windows, &rows)?;
+            let loss = self.loss(&self.tracked, &self.windows, &rows, Some(self.dropout(k)))?;
             let grads = (&loss / k_total as f64)?.backward()?;
             micro_losses.push(loss.to_scalar::<f32>()? as f64);
             let g = self.collect(&grads)?;
@@ -327,7 +349,7 @@ impl Trainer {
         for i in 0..n {
             let rows: Vec<usize> =
                 (i * b..((i + 1) * b).min(windows.count().max(i * b + 1))).collect();
-            total += self.loss(&self.view, windows, &rows)?.to_scalar::<f32>()? as f64;
+            total += self.loss(&self.view, windows, &rows, None)?.to_scalar::<f32>()? as f64;
         }
         Ok(total / n as f64)
     }

@@ -1,5 +1,5 @@
 //! Checkpoints: a run stopped after 5 steps and resumed to 10 ends with the same weights, bit
-//! for bit, as 10 steps in one go; a checkpoint is a model directory that loads for
+//! for bit, as 10 steps in one go (shuffled data and dropout: their draws are restored too); a checkpoint is a model directory that loads for
 //! inference; and what is not a checkpoint is refused.
 
 use std::path::Path;
@@ -30,6 +30,7 @@ fn settings() -> Settings {
         warmup_steps: 3,
         grad_clip: 1.0,
         data_order: DataOrder::Shuffled,
+        dropout: 0.1,
         seed: 5,
         ..Settings::default()
     }

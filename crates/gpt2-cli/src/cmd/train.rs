@@ -153,7 +153,7 @@ pub struct Args {
     #[arg(long, value_name = "NORM", allow_negative_numbers = true)]
     pub grad_clip: Option<f64>,
 
-    /// Dropout probability (only 0 is supported for now) [default: 0].
+    /// Dropout probability on the embeddings, attention weights and residuals [default: 0].
     #[arg(long, value_name = "P", allow_negative_numbers = true)]
     pub dropout: Option<f64>,
 
