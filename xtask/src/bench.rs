@@ -83,6 +83,17 @@ pub struct Args {
     /// run per repetition next to ours, and add its decode and prefill columns.
     #[arg(long, value_name = "PATH")]
     pub llama_bench: Option<PathBuf>,
+    /// Measure training instead (`gpt2 train`, 124M shape, B×T = 4×64 and 8×256; see
+    /// `train_bench`), next to PyTorch when `--python` is given.
+    #[arg(long)]
+    pub train: bool,
+    /// Optimizer steps per training measurement (after one warm-up step).
+    #[arg(long, default_value_t = 3, value_name = "N", requires = "train")]
+    pub train_steps: usize,
+    /// A Python with torch and transformers, to run tools/bench_train_torch.py (PyTorch
+    /// eager) in the training benchmark.
+    #[arg(long, value_name = "PATH", requires = "train")]
+    pub python: Option<PathBuf>,
 }
 
 fn parse_size(s: &str) -> Result<ModelSize, String> {
@@ -382,6 +393,20 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     // model generation happen in this process).
     std::env::set_var("RAYON_NUM_THREADS", args.threads.to_string());
     std::env::set_var("CANDLE_NUM_THREADS", args.threads.to_string());
+    if args.train {
+        let gpt2 = match &args.gpt2 {
+            Some(p) => p.clone(),
+            None => build_gpt2()?,
+        };
+        let work = args.models_dir.join("train");
+        return crate::train_bench::run(
+            &gpt2,
+            &work,
+            args.train_steps,
+            args.threads,
+            args.python.as_ref(),
+        );
+    }
     let gpt2 = if args.batch_only {
         PathBuf::new()
     } else {

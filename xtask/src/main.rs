@@ -8,6 +8,7 @@
 mod bench;
 mod fetch_models;
 mod llama;
+mod train_bench;
 
 use std::process::ExitCode;
 
