@@ -14,7 +14,7 @@ n_head 5, n_ctx 32, vocab 50257), the way llm.c's test_gpt2.c checks its trainer
   parameter tensor (`wte` only at the rows in `wte_rows`: the full table is 8 MB);
 - 10 steps of nanoGPT's recipe, batches as `gpt2 train --data-order sequential` takes them (step s,
   micro-step k takes windows (s*K+k)*B .. +B-1 modulo the number of windows), B=2, T=16, grad-accum
-  K=2: loss/K accumulated over the K micro-steps, clip_grad_norm_ to 2.5 (active in steps 0-3 and 6), AdamW (betas 0.9/0.95,
+  K=2: loss/K accumulated over the K micro-steps, clip_grad_norm_ to 2.5 (active in steps 0-4 and 6), AdamW (betas 0.9/0.95,
   eps 1e-8, weight decay 0.1 on wte, wpe and the Conv1D weights only), nanoGPT's get_lr (lr 6e-3,
   min_lr 6e-4, warm-up 3 steps, cosine decay to step 10): every step's loss, lr and grad norm
   (before clipping), and the parameters after the last step (`wte` at `wte_rows`).
