@@ -62,6 +62,19 @@ pub struct SavedParam {
     pub moments: Moments,
 }
 
+/// One weight to save, borrowed: its name, shape, values and moments.
+#[derive(Debug, Clone, Copy)]
+pub struct ParamRef<'a> {
+    /// Canonical name.
+    pub name: &'a str,
+    /// Shape.
+    pub shape: &'a [usize],
+    /// Values (row-major f32).
+    pub values: &'a [f32],
+    /// AdamW's moments.
+    pub moments: &'a Moments,
+}
+
 /// A checkpoint read back.
 #[derive(Debug, Clone)]
 pub struct Checkpoint {
@@ -73,9 +86,14 @@ pub struct Checkpoint {
     pub state: TrainState,
 }
 
-fn f32_bytes(values: &[f32]) -> Vec<u8> {
-    values.iter().flat_map(|v| v.to_le_bytes()).collect()
+/// The values' little-endian bytes, in place (safetensors is little-endian; so is every
+/// machine this project builds for, checked at compile time below).
+fn f32_bytes(values: &[f32]) -> &[u8] {
+    bytemuck::cast_slice(values)
 }
+
+#[cfg(target_endian = "big")]
+compile_error!("checkpoints are written from memory as little-endian f32");
 
 /// Writes `vocab.json` and `merges.txt` (Hugging Face's GPT-2 tokenizer files) into `dir`.
 fn write_tokenizer(dir: &Path, tokenizer: &Tokenizer) -> Result<Vec<(PathBuf, String)>> {
@@ -118,7 +136,7 @@ fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
 pub fn save(
     dir: &Path,
     config: &Config,
-    params: &[SavedParam],
+    params: &[ParamRef<'_>],
     state: &TrainState,
     tokenizer: &Tokenizer,
 ) -> Result<()> {
@@ -142,12 +160,12 @@ pub fn save(
         .iter()
         .map(|p| {
             (
-                p.name.clone(),
+                p.name.to_string(),
                 TensorView {
                     dtype: Dtype::F32,
-                    shape: p.shape.clone(),
+                    shape: p.shape.to_vec(),
                     transposed: false,
-                    data: std::borrow::Cow::Owned(f32_bytes(&p.values)),
+                    data: std::borrow::Cow::Borrowed(f32_bytes(p.values)),
                 },
             )
         })
@@ -156,31 +174,28 @@ pub fn save(
     gpt2_weights::save_hf_with_files(&model_dir, config, &views, &files)?;
     drop(views);
 
-    let mut moments: Vec<(String, Vec<u8>, Vec<usize>)> = Vec::new();
+    // The moments go to the file straight from memory (no copy).
+    let mut tensors: Vec<(String, safetensors::tensor::TensorView<'_>)> = Vec::new();
     for p in params {
-        moments.push((
-            format!("exp_avg.{}", p.name),
-            f32_bytes(&p.moments.exp_avg),
-            p.shape.clone(),
-        ));
-        moments.push((
-            format!("exp_avg_sq.{}", p.name),
-            f32_bytes(&p.moments.exp_avg_sq),
-            p.shape.clone(),
-        ));
+        for (kind, values) in [
+            ("exp_avg", &p.moments.exp_avg),
+            ("exp_avg_sq", &p.moments.exp_avg_sq),
+        ] {
+            let view = safetensors::tensor::TensorView::new(
+                safetensors::Dtype::F32,
+                p.shape.to_vec(),
+                f32_bytes(values),
+            )
+            .map_err(|e| TrainError::io(&model_dir, std::io::Error::other(e.to_string())))?;
+            tensors.push((format!("{kind}.{}", p.name), view));
+        }
     }
-    let tensors: Vec<(String, safetensors::tensor::TensorView<'_>)> = moments
-        .iter()
-        .map(|(n, bytes, shape)| {
-            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), bytes)
-                .map(|v| (n.clone(), v))
-        })
-        .collect::<std::result::Result<_, _>>()
-        .map_err(|e| TrainError::io(&model_dir, std::io::Error::other(e.to_string())))?;
     let opt_path = model_dir.join(OPTIMIZER_FILE);
-    let bytes = safetensors::serialize(tensors, None)
+    safetensors::serialize_to_file(tensors, None, &opt_path)
         .map_err(|e| TrainError::io(&opt_path, std::io::Error::other(e.to_string())))?;
-    write_synced(&opt_path, &bytes)?;
+    std::fs::File::open(&opt_path)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| TrainError::io(&opt_path, e))?;
     let state_path = model_dir.join(STATE_FILE);
     let mut json =
         serde_json::to_string_pretty(state).map_err(|e| TrainError::io(&state_path, e.into()))?;

@@ -11,6 +11,8 @@
 //! p  ← p − (lr / (1 − β₁ᵗ)) · m / (√v / √(1 − β₂ᵗ) + ε)
 //! ```
 
+use rayon::prelude::*;
+
 /// Adam's hyperparameters.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct AdamWConfig {
@@ -76,23 +78,31 @@ pub fn adamw_update(
     let neg_step_size = (-(lr / bias_correction1)) as f32;
     let bc2_sqrt = bias_correction2.sqrt() as f32;
     let eps = cfg.eps as f32;
-    let m = &mut moments.exp_avg;
-    let v = &mut moments.exp_avg_sq;
-    for i in 0..param.len() {
-        let g = grad[i];
-        let mut p = param[i];
-        if let Some(f) = decay_factor {
-            p *= f;
+    let update = |param: &mut [f32], grad: &[f32], m: &mut [f32], v: &mut [f32]| {
+        for i in 0..param.len() {
+            let g = grad[i];
+            let mut p = param[i];
+            if let Some(f) = decay_factor {
+                p *= f;
+            }
+            // torch.lerp: weight < 0.5 → self + weight·(end − self).
+            let mi = m[i] + w1 * (g - m[i]);
+            let vi = v[i] * b2 + w2 * g * g;
+            let denom = vi.sqrt() / bc2_sqrt + eps;
+            p += neg_step_size * mi / denom;
+            m[i] = mi;
+            v[i] = vi;
+            param[i] = p;
         }
-        // torch.lerp: weight < 0.5 → self + weight·(end − self).
-        let mi = m[i] + w1 * (g - m[i]);
-        let vi = v[i] * b2 + w2 * g * g;
-        let denom = vi.sqrt() / bc2_sqrt + eps;
-        p += neg_step_size * mi / denom;
-        m[i] = mi;
-        v[i] = vi;
-        param[i] = p;
-    }
+    };
+    // Element by element, so the chunks (on rayon's pool) change nothing in the numbers.
+    const CHUNK: usize = 1 << 15;
+    param
+        .par_chunks_mut(CHUNK)
+        .zip(grad.par_chunks(CHUNK))
+        .zip(moments.exp_avg.par_chunks_mut(CHUNK))
+        .zip(moments.exp_avg_sq.par_chunks_mut(CHUNK))
+        .for_each(|(((p, g), m), v)| update(p, g, m, v));
 }
 
 /// The global L2 norm of all gradients (the norm of the per-tensor norms, as

@@ -281,47 +281,66 @@ impl Trainer {
 
     /// Runs the next optimizer step.
     ///
+    /// Memory: besides the weights and AdamW's two moments, one gradient per weight is kept
+    /// (candle's, summed over the micro-steps); the update then copies one weight at a time.
+    ///
     /// # Errors
     /// A tensor operation failing.
     pub fn step(&mut self) -> Result<StepReport> {
         let start = Instant::now();
         let s = &self.settings;
         let (k_total, b) = (s.grad_accum, s.batch_size);
-        let mut acc: Vec<Vec<f32>> = Vec::new();
+        let mut acc: Vec<Option<Tensor>> = vec![None; self.params.len()];
         let mut micro_losses = Vec::with_capacity(k_total);
         for k in 0..k_total {
             let rows = self.batcher.micro_batch(self.step, k, k_total, b);
             let loss = self.loss(&self.tracked, &self.windows, &rows, Some(self.dropout(k)))?;
-            let grads = (&loss / k_total as f64)?.backward()?;
+            let mut grads = (&loss / k_total as f64)?.backward()?;
             micro_losses.push(loss.to_scalar::<f32>()? as f64);
-            let g = self.collect(&grads)?;
-            drop(grads);
-            if acc.is_empty() {
-                acc = g;
-            } else {
-                for (a, g) in acc.iter_mut().zip(&g) {
-                    for (a, g) in a.iter_mut().zip(g) {
-                        *a += g;
-                    }
+            drop(loss);
+            for (a, p) in acc.iter_mut().zip(&self.params) {
+                if let Some(g) = grads.remove(p.var.as_tensor()) {
+                    // torch's accumulation: p.grad += g, element by element in f32.
+                    *a = Some(match a.take() {
+                        Some(prev) => (prev + g)?,
+                        None => g,
+                    });
                 }
             }
         }
-        let refs: Vec<&[f32]> = acc.iter().map(Vec::as_slice).collect();
-        let grad_norm = global_norm(&refs);
-        let factor = clip_factor(grad_norm, self.settings.grad_clip);
-        if let Some(f) = factor {
-            for g in &mut acc {
-                scale(g, f);
+        // The gradients as f32 values, one weight at a time (zeros for one that got none).
+        let sizes: Vec<usize> = self
+            .params
+            .iter()
+            .map(|p| p.shape.iter().product())
+            .collect();
+        let values = |i: usize, a: &Option<Tensor>| -> Result<Vec<f32>> {
+            match a {
+                Some(g) => Ok(g.flatten_all()?.to_vec1::<f32>()?),
+                None => Ok(vec![0.0; sizes[i]]),
             }
+        };
+        let mut sum_sq = 0f64;
+        for (i, a) in acc.iter().enumerate() {
+            let g = values(i, a)?;
+            sum_sq += global_norm(&[&g]).powi(2);
         }
+        let grad_norm = sum_sq.sqrt();
+        let factor = clip_factor(grad_norm, self.settings.grad_clip);
         let lr = self.settings.schedule().at(self.step);
         let adamw = self.settings.adamw();
         let t = self.step as u64 + 1;
-        for (p, g) in self.params.iter_mut().zip(&acc) {
-            let mut values = p.var.as_tensor().flatten_all()?.to_vec1::<f32>()?;
-            adamw_update(&adamw, lr, t, p.decay, &mut values, g, &mut p.moments);
+        for (i, (p, a)) in self.params.iter_mut().zip(acc.iter_mut()).enumerate() {
+            let mut g = values(i, a)?;
+            *a = None;
+            if let Some(f) = factor {
+                scale(&mut g, f);
+            }
+            let mut w = p.var.as_tensor().flatten_all()?.to_vec1::<f32>()?;
+            adamw_update(&adamw, lr, t, p.decay, &mut w, &g, &mut p.moments);
+            drop(g);
             p.var
-                .set(&Tensor::from_vec(values, p.shape.as_slice(), &Device::Cpu)?)?;
+                .set(&Tensor::from_vec(w, p.shape.as_slice(), &Device::Cpu)?)?;
         }
         let report = StepReport {
             step: self.step,
@@ -349,7 +368,9 @@ impl Trainer {
         for i in 0..n {
             let rows: Vec<usize> =
                 (i * b..((i + 1) * b).min(windows.count().max(i * b + 1))).collect();
-            total += self.loss(&self.view, windows, &rows, None)?.to_scalar::<f32>()? as f64;
+            total += self
+                .loss(&self.view, windows, &rows, None)?
+                .to_scalar::<f32>()? as f64;
         }
         Ok(total / n as f64)
     }
@@ -417,18 +438,22 @@ impl Trainer {
     /// # Errors
     /// A file that cannot be written (the previous checkpoint at `dir` is kept then).
     pub fn save(&self, dir: &std::path::Path, tokenizer: &Tokenizer) -> Result<()> {
-        let params: Vec<SavedParam> = self
+        let values: Vec<Vec<f32>> = self
             .params
             .iter()
-            .map(|p| {
-                Ok(SavedParam {
-                    name: p.name.clone(),
-                    shape: p.shape.clone(),
-                    values: p.var.as_tensor().flatten_all()?.to_vec1::<f32>()?,
-                    moments: p.moments.clone(),
-                })
-            })
+            .map(|p| Ok(p.var.as_tensor().flatten_all()?.to_vec1::<f32>()?))
             .collect::<Result<_>>()?;
+        let params: Vec<checkpoint::ParamRef<'_>> = self
+            .params
+            .iter()
+            .zip(&values)
+            .map(|(p, v)| checkpoint::ParamRef {
+                name: &p.name,
+                shape: &p.shape,
+                values: v,
+                moments: &p.moments,
+            })
+            .collect();
         checkpoint::save(dir, &self.config, &params, &self.state(), tokenizer)
     }
 }
