@@ -139,6 +139,20 @@ fn stop_after_then_resume_ends_as_one_run_does() {
     assert!(err.contains("stopping after step 3"), "{err}");
     let state = std::fs::read_to_string(parts.join("trainer_state.json")).expect("state");
     assert!(state.contains("\"step\": 3"), "{state}");
+    // A resumed run keeps its settings: another weight decay is refused, and nothing changes.
+    let mut other = common(&parts);
+    other.splice(1..3, ["--resume".to_string(), s(&parts).to_string()]);
+    other.extend(["--weight-decay".into(), "0.05".into()]);
+    let refs: Vec<&str> = other.iter().map(String::as_str).collect();
+    let refused = gpt2(&refs);
+    assert_eq!(refused.status.code(), Some(2), "{}", stderr(&refused));
+    assert!(
+        stderr(&refused).contains("keeps the settings"),
+        "{}",
+        stderr(&refused)
+    );
+    let unchanged = std::fs::read_to_string(parts.join("trainer_state.json")).expect("state");
+    assert_eq!(unchanged, state);
     // The same command, with --resume in place of --init.
     let mut resumed = common(&parts);
     resumed.splice(1..3, ["--resume".to_string(), s(&parts).to_string()]);
