@@ -24,6 +24,11 @@ use gpt2_weights::gguf::{self, GgmlType, GgufFile, GgufTensorOut, Value};
 use gpt2_weights::tf;
 use serde_json::{json, Value as Json};
 
+/// The TensorFlow index writer of gpt2-weights' tests (one copy for both suites).
+#[allow(dead_code)]
+#[path = "../../crates/gpt2-weights/tests/common/mod.rs"]
+mod tf_writer;
+
 /// The address-space limit of every run (RLIMIT_AS).
 const AS_LIMIT: u64 = 4 << 30;
 /// A run that takes longer than this is killed and counts as a failure.
@@ -641,51 +646,6 @@ impl GgufParts {
 // ---------------------------------------------------------------------------------------------
 // TensorFlow checkpoint index (the writer of gpt2-weights' own tests, condensed)
 
-fn varint(mut v: u64, out: &mut Vec<u8>) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
-fn field_varint(n: u64, v: u64, out: &mut Vec<u8>) {
-    if v != 0 {
-        varint(n << 3, out);
-        varint(v, out);
-    }
-}
-
-fn tf_block(entries: &[(Vec<u8>, Vec<u8>)]) -> Vec<u8> {
-    let mut b = Vec::new();
-    let mut restarts = Vec::new();
-    for (k, v) in entries {
-        restarts.push(b.len() as u32);
-        varint(0, &mut b);
-        varint(k.len() as u64, &mut b);
-        varint(v.len() as u64, &mut b);
-        b.extend_from_slice(k);
-        b.extend_from_slice(v);
-    }
-    if restarts.is_empty() {
-        restarts.push(0);
-    }
-    for r in &restarts {
-        b.extend_from_slice(&r.to_le_bytes());
-    }
-    b.extend_from_slice(&(restarts.len() as u32).to_le_bytes());
-    b
-}
-
-fn tf_write_block(file: &mut Vec<u8>, data: &[u8]) -> (u64, u64) {
-    let off = file.len() as u64;
-    file.extend_from_slice(data);
-    file.push(0);
-    let crc = crc32c::crc32c_append(crc32c::crc32c(data), &[0]);
-    file.extend_from_slice(&tf::mask_crc(crc).to_le_bytes());
-    (off, data.len() as u64)
-}
-
 /// The entry of tensor `name`.
 fn tf_entry<'a>(ix: &'a mut tf::CheckpointIndex, name: &str) -> &'a mut tf::BundleEntry {
     &mut ix
@@ -697,51 +657,15 @@ fn tf_entry<'a>(ix: &'a mut tf::CheckpointIndex, name: &str) -> &'a mut tf::Bund
 }
 
 /// An index file for `index`: one data block, the empty metaindex, the index block, the
-/// footer (whose index-block size is `index_size` when given).
+/// footer (whose index-block size is `index_size` when given). The encoder is the
+/// checkpoint reader's own test writer.
 fn tf_index_bytes(index: &tf::CheckpointIndex, index_size: Option<u64>) -> Vec<u8> {
-    let mut entries = Vec::new();
-    let mut header = Vec::new();
-    field_varint(1, index.header.num_shards.into(), &mut header);
-    field_varint(2, index.header.endianness.into(), &mut header);
-    entries.push((Vec::new(), header));
-    for (name, e) in &index.entries {
-        let mut m = Vec::new();
-        field_varint(1, e.dtype.into(), &mut m);
-        let mut shape = Vec::new();
-        for &d in &e.shape {
-            let mut dim = Vec::new();
-            field_varint(1, d, &mut dim);
-            varint(2 << 3 | 2, &mut shape);
-            varint(dim.len() as u64, &mut shape);
-            shape.extend_from_slice(&dim);
-        }
-        varint(2 << 3 | 2, &mut m);
-        varint(shape.len() as u64, &mut m);
-        m.extend_from_slice(&shape);
-        field_varint(3, e.shard_id.into(), &mut m);
-        field_varint(4, e.offset, &mut m);
-        field_varint(5, e.size, &mut m);
-        varint(6 << 3 | 5, &mut m);
-        m.extend_from_slice(&tf::mask_crc(e.crc32c).to_le_bytes());
-        entries.push((name.as_bytes().to_vec(), m));
-    }
+    let entries = tf_writer::index_entries(index);
     let mut file = Vec::new();
-    let (off, size) = tf_write_block(&mut file, &tf_block(&entries));
-    let mut handle = Vec::new();
-    varint(off, &mut handle);
-    varint(size, &mut handle);
+    let (off, size) = tf_writer::write_block(&mut file, &tf_writer::index_bytes_block(&entries));
     let last = entries.last().map(|(k, _)| k.clone()).unwrap_or_default();
-    let meta = tf_write_block(&mut file, &tf_block(&[]));
-    let ib = tf_write_block(&mut file, &tf_block(&[(last, handle)]));
-    let mut footer = Vec::new();
-    varint(meta.0, &mut footer);
-    varint(meta.1, &mut footer);
-    varint(ib.0, &mut footer);
-    varint(index_size.unwrap_or(ib.1), &mut footer);
-    footer.resize(40, 0);
-    footer.extend_from_slice(&0xdb47_7524_8b80_fb57u64.to_le_bytes());
-    file.extend_from_slice(&footer);
-    file
+    let index_block = [(last, tf_writer::handle_bytes(off, size))];
+    tf_writer::finish_with_index_size(file, &index_block, index_size)
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -192,6 +192,87 @@ fn ragged_steps_match_each_sequence_alone_as_sequences_join_and_leave() {
     ));
 }
 
+/// Prompt chunks and decode steps in one ragged pass: every sequence gets what `prefill` /
+/// `extend` / `step` give it alone.
+#[test]
+fn ragged_prefill_chunks_and_decode_steps_match_each_sequence_alone() {
+    let model = tiny();
+    let new = || model.new_cache(ContextOverflow::Error);
+    // Sequence 0 decodes from the start; 1 is prefilled whole at step 0; 2 arrives in
+    // chunks of 5, 5 and 2 over steps 0–2; 3 joins at step 2 with a one-token prompt.
+    let prompts = [prompt(6, 40), prompt(9, 41), prompt(12, 42), prompt(1, 43)];
+    let mut together: Vec<KvCache> = (0..4).map(|_| new()).collect();
+    let mut alone: Vec<KvCache> = (0..4).map(|_| new()).collect();
+    for c in [&mut together[0], &mut alone[0]] {
+        model
+            .prefill(c, &[&prompts[0]], Logits::Last)
+            .expect("prefill");
+    }
+    // Per step, in the order they are fed: (sequence, its new tokens).
+    let plan: Vec<Vec<(usize, Vec<u32>)>> = vec![
+        vec![
+            (0, vec![500]),
+            (1, prompts[1].clone()),
+            (2, prompts[2][..5].to_vec()),
+        ],
+        vec![
+            (2, prompts[2][5..10].to_vec()),
+            (0, vec![501]),
+            (1, vec![502]),
+        ],
+        vec![
+            (1, vec![503]),
+            (3, prompts[3].clone()),
+            (2, prompts[2][10..].to_vec()),
+            (0, vec![504]),
+        ],
+        vec![
+            (3, vec![505]),
+            (2, vec![506]),
+            (0, vec![507]),
+            (1, vec![508]),
+        ],
+    ];
+    for (step, feeds) in plan.iter().enumerate() {
+        // The caches, moved out in the plan's order, fed together, put back.
+        let mut caches: Vec<KvCache> = feeds
+            .iter()
+            .map(|(i, _)| std::mem::replace(&mut together[*i], new()))
+            .collect();
+        let chunks: Vec<&[u32]> = feeds.iter().map(|(_, t)| t.as_slice()).collect();
+        let mut refs: Vec<&mut KvCache> = caches.iter_mut().collect();
+        let logits = model
+            .extend_ragged(&mut refs, &chunks)
+            .expect("ragged pass");
+        assert_eq!(logits.dims(), &[feeds.len(), 50257]);
+        for ((row, (i, t)), c) in feeds.iter().enumerate().zip(caches) {
+            let one = model
+                .extend(&mut alone[*i], &[t], Logits::Last)
+                .expect("alone");
+            let d = max_abs_diff(&logits.narrow(0, row, 1).expect("row"), &one);
+            assert!(d <= TOL, "step {step}, sequence {i}: together vs alone {d}");
+            assert_eq!(c.tokens(0), alone[*i].tokens(0));
+            together[*i] = c;
+        }
+    }
+    // Typed errors, nothing changed: an empty chunk, a chunk past n_ctx.
+    let mut c = new();
+    assert!(matches!(
+        model.extend_ragged(&mut [&mut c], &[&[]]),
+        Err(ModelError::EmptySequence { sequence: 0 })
+    ));
+    assert!(matches!(
+        model.extend_ragged(&mut [&mut c], &[&prompt(33, 1)]),
+        Err(ModelError::ContextOverflow { fits: 32, .. })
+    ));
+    assert!(c.is_empty());
+    // step_ragged wants prefilled caches.
+    assert!(matches!(
+        model.step_ragged(&mut [&mut c], &[1]),
+        Err(ModelError::BadInput { .. })
+    ));
+}
+
 #[test]
 fn batched_prefill_last_matches_forward_last() {
     let model = tiny();

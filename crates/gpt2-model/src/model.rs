@@ -282,28 +282,71 @@ impl Gpt2 {
 
     /// One decoding step for several independent sequences at once, each in a cache of its
     /// own (continuous batching: sequences of different lengths join and leave between
-    /// steps). `caches[i]` holds one sequence (from [`Gpt2::prefill`] of one prompt), and
-    /// `next[i]` is appended to it. The matmuls run once on all rows, so each weight is read
-    /// once per step for every sequence; attention runs per sequence over its own columns.
-    /// Returns `[n, n_vocab]` f32 logits, row `i` what [`Gpt2::step`] on `caches[i]` alone
-    /// returns (the same numbers: the products are row-wise).
+    /// steps): [`Gpt2::extend_ragged`] with one token per sequence. `caches[i]` holds one
+    /// prefilled sequence, and `next[i]` is appended to it. Returns `[n, n_vocab]` f32
+    /// logits, row `i` what [`Gpt2::step`] on `caches[i]` alone returns.
     ///
     /// # Errors
-    /// No caches, `next.len() != caches.len()`, a cache that is empty or holds more than one
-    /// sequence, a token id out of range, or a full cache (nothing is changed then).
+    /// As [`Gpt2::extend_ragged`], and an empty cache.
     pub fn step_ragged(&self, caches: &mut [&mut KvCache], next: &[u32]) -> Result<Tensor> {
-        if caches.is_empty() || next.len() != caches.len() {
-            return Err(ModelError::BatchSize {
-                expected: caches.len().max(1),
-                found: next.len(),
+        if let Some(i) = caches.iter().position(|c| c.is_empty()) {
+            return Err(ModelError::BadInput {
+                expected: "caches of one prefilled sequence each".into(),
+                found: format!("cache {i} is empty"),
             });
         }
-        self.check_ids(&[next])?;
+        let tokens: Vec<&[u32]> = next.iter().map(std::slice::from_ref).collect();
+        self.extend_ragged(caches, &tokens)
+    }
+
+    /// Appends `tokens[i]` (at least one token) to the sequence in `caches[i]`, for several
+    /// independent sequences at once, each in a cache of its own (continuous batching). A
+    /// cache holds one sequence, or is empty (then its tokens are its prompt: a prefill).
+    /// Decode steps and prompt chunks mix freely. The new tokens of all sequences go through
+    /// the matmuls together, so each weight is read once per call for all of them;
+    /// attention runs per sequence over its own columns.
+    ///
+    /// Returns `[n, n_vocab]` f32 logits of each sequence's last new token: row `i` is what
+    /// [`Gpt2::extend`] (or [`Gpt2::prefill`]) on `caches[i]` alone returns, up to float
+    /// rounding. (Up to 64 new tokens in all, the products take the decode kernels, which
+    /// compute each row on its own; a lone row is summed in per-thread bands instead, and
+    /// more rows take a gemm, so the last bits can differ.)
+    ///
+    /// ```
+    /// use gpt2_model::{ContextOverflow, Gpt2, LoadOptions, Logits};
+    /// use gpt2_weights::Config;
+    /// # fn main() -> Result<(), gpt2_model::ModelError> {
+    /// let config = Config { n_vocab: 64, n_ctx: 16, n_embd: 16, n_head: 4, n_layer: 2, layer_norm_epsilon: 1e-5 };
+    /// let model = Gpt2::random(&config, 0, &LoadOptions::default())?;
+    /// let (mut a, mut b) = (model.new_cache(ContextOverflow::Error), model.new_cache(ContextOverflow::Error));
+    /// model.prefill(&mut a, &[&[1, 2, 3]], Logits::Last)?;
+    /// // One decode step for `a` and a whole prompt for `b`, in one pass.
+    /// let logits = model.extend_ragged(&mut [&mut a, &mut b], &[&[4], &[5, 6]])?; // [2, 64]
+    /// assert_eq!(logits.dims(), &[2, 64]);
+    /// assert_eq!((a.len(), b.len()), (4, 2));
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// No caches, `tokens.len() != caches.len()`, an empty chunk, a cache holding more than
+    /// one sequence, a token id out of range, or a chunk that does not fit in `n_ctx`
+    /// (nothing is changed then).
+    pub fn extend_ragged(&self, caches: &mut [&mut KvCache], tokens: &[&[u32]]) -> Result<Tensor> {
+        if caches.is_empty() || tokens.len() != caches.len() {
+            return Err(ModelError::BatchSize {
+                expected: caches.len().max(1),
+                found: tokens.len(),
+            });
+        }
+        if let Some(sequence) = tokens.iter().position(|t| t.is_empty()) {
+            return Err(ModelError::EmptySequence { sequence });
+        }
+        self.check_ids(tokens)?;
         let n_ctx = self.config.n_ctx;
-        for (i, c) in caches.iter().enumerate() {
-            if c.batch_size() != 1 || c.padding(0) != Some(0) {
+        for (i, (c, t)) in caches.iter().zip(tokens).enumerate() {
+            if !c.is_empty() && (c.batch_size() != 1 || c.padding(0) != Some(0)) {
                 return Err(ModelError::BadInput {
-                    expected: "caches of one prefilled sequence each".into(),
+                    expected: "caches of one sequence each".into(),
                     found: format!(
                         "cache {i} holds {} sequences (left padding {:?})",
                         c.batch_size(),
@@ -311,44 +354,66 @@ impl Gpt2 {
                     ),
                 });
             }
-            if c.len() >= n_ctx {
+            if c.len() + t.len() > n_ctx {
                 return Err(ModelError::ContextOverflow {
                     n_ctx,
                     cached: c.len(),
-                    requested: 1,
-                    fits: 0,
+                    requested: t.len(),
+                    fits: n_ctx - c.len(),
                 });
             }
         }
-        for c in caches.iter_mut() {
-            c.grow(1)?;
+        for (c, t) in caches.iter_mut().zip(tokens) {
+            match c.is_empty() {
+                true => c.start(1, t.len())?,
+                false => c.grow(t.len())?,
+            }
         }
         let pasts: Vec<usize> = caches.iter().map(|c| c.len()).collect();
         let h = if self.device.is_cpu() && rayon::current_thread_index().is_none() {
-            rayon::scope(|_| self.run_ragged(caches, next, &pasts))
+            rayon::scope(|_| self.run_ragged(caches, tokens, &pasts))
         } else {
-            self.run_ragged(caches, next, &pasts)
-        }?;
-        for (c, &id) in caches.iter_mut().zip(next) {
-            c.commit(&[&[id]]);
+            self.run_ragged(caches, tokens, &pasts)
+        }?; // [1, total, n_embd]
+        for (c, t) in caches.iter_mut().zip(tokens) {
+            match c.is_empty() {
+                true => c.commit_prefill(vec![0], vec![t.to_vec()]),
+                false => c.commit(&[t]),
+            }
         }
+        // Each sequence's last new row → [n, 1, n_embd] → logits.
+        let mut last = Vec::with_capacity(tokens.len());
+        let mut row = 0u32;
+        for t in tokens {
+            row += t.len() as u32;
+            last.push(row - 1);
+        }
+        let n = last.len();
+        let last = Tensor::from_vec(last, n, &self.device)?;
+        let h = h.squeeze(0)?.index_select(&last, 0)?.unsqueeze(1)?;
         self.head(&h, Logits::Last)
     }
 
-    /// [`Gpt2::step_ragged`]'s pass through the blocks: `[n, 1, n_embd]` out.
+    /// [`Gpt2::extend_ragged`]'s pass through the blocks: `[1, total, n_embd]` out.
     fn run_ragged(
         &self,
         caches: &mut [&mut KvCache],
-        next: &[u32],
+        tokens: &[&[u32]],
         pasts: &[usize],
     ) -> Result<Tensor> {
-        let n = next.len();
-        let positions: Vec<u32> = pasts.iter().map(|&p| p as u32).collect();
-        let mut x = self.embed_at(next.to_vec(), positions, (n, 1))?; // [n, 1, n_embd]
+        let lens: Vec<usize> = tokens.iter().map(|t| t.len()).collect();
+        let ids: Vec<u32> = tokens.iter().flat_map(|t| t.iter().copied()).collect();
+        let positions: Vec<u32> = pasts
+            .iter()
+            .zip(&lens)
+            .flat_map(|(&p, &s)| (p..p + s).map(|c| c as u32))
+            .collect();
+        let total = ids.len();
+        let mut x = self.embed_at(ids, positions, (1, total))?; // [1, total, n_embd]
         for (l, block) in self.h.iter().enumerate() {
             let mut kvs: Vec<&mut LayerKv> =
                 caches.iter_mut().filter_map(|c| c.layer_mut(l)).collect();
-            x = block.forward_ragged(&x, &mut kvs, pasts)?;
+            x = block.forward_ragged(&x, &mut kvs, pasts, &lens)?;
         }
         Ok(x)
     }

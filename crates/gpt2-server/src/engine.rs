@@ -85,7 +85,7 @@ pub(crate) struct Queued {
 ///
 /// ```
 /// let c = gpt2_server::EngineConfig::default();
-/// assert_eq!((c.parallel, c.max_queue, c.prefill_chunk), (16, 256, 256));
+/// assert_eq!((c.parallel, c.max_queue, c.step_tokens), (16, 256, 64));
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EngineConfig {
@@ -93,8 +93,11 @@ pub struct EngineConfig {
     pub parallel: usize,
     /// Requests that may wait for a slot; more are refused with 503.
     pub max_queue: usize,
-    /// Prompt tokens prefilled between two decode steps while other sequences are decoding.
-    pub prefill_chunk: usize,
+    /// Tokens one pass of the model takes: a token of every decoding sequence, then chunks of
+    /// new prompts in the room left (at least a quarter of it). 64 keeps a pass on the decode
+    /// kernels, where many rows cost little more than one; when nothing is decoding, a longer
+    /// prompt goes whole.
+    pub step_tokens: usize,
 }
 
 impl Default for EngineConfig {
@@ -102,7 +105,7 @@ impl Default for EngineConfig {
         EngineConfig {
             parallel: 16,
             max_queue: 256,
-            prefill_chunk: 256,
+            step_tokens: 64,
         }
     }
 }
@@ -292,11 +295,12 @@ pub(crate) fn echoed(
             _ => {
                 let row = &rows[i - 1];
                 let lp = log_softmax(row);
-                let mut top: Vec<(String, f32)> = top_ids(row, top_n)
-                    .into_iter()
-                    .map(|t| (token_text(tok, t as u32), lp[t]))
+                let ids = top_ids(row, top_n);
+                let mut top: Vec<(String, f32)> = ids
+                    .iter()
+                    .map(|&t| (token_text(tok, t as u32), lp[t]))
                     .collect();
-                if !top_ids(row, top_n).contains(&(id as usize)) {
+                if !ids.contains(&(id as usize)) {
                     top.push((token.clone(), lp[id as usize]));
                 }
                 (Some(lp[id as usize]), top)

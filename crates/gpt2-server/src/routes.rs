@@ -302,9 +302,6 @@ fn job(engine: &Engine, request: CompletionRequest) -> Result<Job, ApiError> {
         }
         prompts.push(ids);
     }
-    if request.max_tokens == 0 && !request.echo {
-        // Nothing to return but empty texts; still a valid request.
-    }
     Ok(Job { request, prompts })
 }
 

@@ -5,10 +5,11 @@
 //! 1. drops the sequences whose client went away (their slots are free at once);
 //! 2. takes new requests from the queue while slots are free, and gives waiting sequences a
 //!    slot;
-//! 3. prefills new sequences' prompts, at most `prefill_chunk` tokens while others are
-//!    decoding (a long prompt takes several iterations, so running streams do not stall);
-//! 4. runs one decode step for every sequence that has a token to feed, all together
-//!    ([`Gpt2::step_ragged`]: each weight is read once per step for all of them);
+//! 3. picks what this pass feeds: the last token of every decoding sequence, then chunks of
+//!    new prompts, at most `step_tokens` tokens in all (a long prompt takes several passes,
+//!    so running streams do not stall);
+//! 4. runs them in one pass ([`Gpt2::extend_ragged`]: each weight is read once per pass for
+//!    all of them; attention runs per sequence);
 //! 5. hands each sequence its logits ([`Sequence::accept`]) and sends the new text.
 //!
 //! Sequences join after their prefill and leave when done, between steps. Each has its own
@@ -23,7 +24,7 @@ use std::sync::mpsc::{Receiver, TryRecvError};
 use std::time::Instant;
 
 use gpt2_model::generate::{FinishReason, GeneratedToken, Sequence};
-use gpt2_model::{ContextOverflow, Gpt2, KvCache, Logits};
+use gpt2_model::{ContextOverflow, Gpt2, KvCache};
 use gpt2_tokenizer::Tokenizer;
 
 use crate::engine::{
@@ -148,52 +149,44 @@ pub(crate) fn run(
             }
         }
 
-        // 3. Prefill, in chunks while others decode.
-        let decoding = active.iter().any(|a| a.next.is_some());
-        let mut budget = if decoding {
-            config.prefill_chunk.max(1)
-        } else {
-            usize::MAX
-        };
-        for a in active.iter_mut().filter(|a| a.fed < a.seq.prompt().len()) {
-            if budget == 0 {
-                break;
-            }
-            let prompt = a.seq.prompt();
-            let chunk = &prompt[a.fed..(a.fed + budget).min(prompt.len())];
-            budget -= chunk.len();
-            let logits = match a.fed {
-                0 => model.prefill(&mut a.cache, &[chunk], Logits::Last),
-                _ => model.extend(&mut a.cache, &[chunk], Logits::Last),
-            };
-            a.fed += chunk.len();
-            let logits = logits.and_then(|l| Ok(l.squeeze(0)?.to_vec1::<f32>()?));
-            match logits {
-                Ok(l) if a.fed == a.seq.prompt().len() => accept(a, &l, tok, metrics),
-                Ok(_) => {}
-                Err(e) => fail(&a.req, internal(e), metrics),
-            }
-        }
+        // 3. What this pass feeds: every decoding sequence's token, then prompt chunks.
+        let take = prompt_chunks(&active, config.step_tokens);
 
-        // 4. One decode step for every sequence with a token to feed.
-        let rows: Vec<usize> = (0..active.len())
-            .filter(|&i| active[i].next.is_some())
-            .collect();
+        // 4. One pass for all of them.
+        let mut rows: Vec<usize> = Vec::new();
+        let mut chunks: Vec<&[u32]> = Vec::new();
+        let mut caches: Vec<&mut KvCache> = Vec::new();
+        for (i, a) in active.iter_mut().enumerate() {
+            let Active {
+                seq,
+                cache,
+                next,
+                fed,
+                ..
+            } = a;
+            let chunk = match next {
+                Some(token) => std::slice::from_ref(&*token),
+                None if take[i] > 0 => &seq.prompt()[*fed..*fed + take[i]],
+                None => continue,
+            };
+            rows.push(i);
+            chunks.push(chunk);
+            caches.push(cache);
+        }
         if !rows.is_empty() {
-            let next: Vec<u32> = rows.iter().filter_map(|&i| active[i].next).collect();
-            let mut caches: Vec<&mut KvCache> = active
-                .iter_mut()
-                .filter(|a| a.next.is_some())
-                .map(|a| &mut a.cache)
-                .collect();
             let logits = model
-                .step_ragged(&mut caches, &next)
+                .extend_ragged(&mut caches, &chunks)
                 .and_then(|l| Ok(l.to_vec2::<f32>()?));
+            drop(caches);
             match logits {
-                // 5. Each sequence's next token.
+                // 5. Each sequence's next token (a prompt's, once it is all in).
                 Ok(logits) => {
                     for (&i, l) in rows.iter().zip(&logits) {
-                        accept(&mut active[i], l, tok, metrics);
+                        let a = &mut active[i];
+                        a.fed += take[i];
+                        if a.fed == a.seq.prompt().len() {
+                            accept(a, l, tok, metrics);
+                        }
                     }
                 }
                 Err(e) => {
@@ -216,6 +209,37 @@ pub(crate) fn run(
             }
         }
     }
+}
+
+/// How many prompt tokens each sequence in `active` feeds this pass. A pass takes at most
+/// `step_tokens` tokens: one per decoding sequence, then prompt chunks in arrival order in the
+/// room left (at least a quarter of it, so prompts never starve), so a long prompt does not
+/// stall the streams for long. When nothing is decoding, a prompt longer than that goes whole,
+/// in one pass of its own (as `gpt2 generate` prefills it).
+fn prompt_chunks(active: &[Active<'_>], step_tokens: usize) -> Vec<usize> {
+    let step_tokens = step_tokens.max(1);
+    let decoding = active.iter().filter(|a| a.next.is_some()).count();
+    let mut room = match decoding {
+        0 => step_tokens,
+        d => step_tokens.saturating_sub(d).max(step_tokens.div_ceil(4)),
+    };
+    let mut take = vec![0; active.len()];
+    for (i, a) in active.iter().enumerate() {
+        let rest = a.seq.prompt().len() - a.fed;
+        if a.next.is_some() || rest == 0 || a.seq.finish_reason().is_some() {
+            continue;
+        }
+        if decoding == 0 && room == step_tokens && rest > room {
+            take[i] = rest;
+            break;
+        }
+        if room == 0 {
+            break;
+        }
+        take[i] = rest.min(room);
+        room -= take[i];
+    }
+    take
 }
 
 /// Ends an admitted request (once): counted by `reason`, its duration observed.

@@ -35,7 +35,7 @@ fn app_with(config: ServerConfig) -> (Router, Arc<AppState>) {
     let config = EngineConfig {
         parallel: 4,
         max_queue: 16,
-        prefill_chunk: 5,
+        step_tokens: 5,
     };
     let engine =
         Engine::start(model(), Tokenizer::gpt2(), config, state.metrics()).expect("engine");
@@ -503,7 +503,7 @@ async fn a_full_queue_answers_503_with_retry_after() {
     let config = EngineConfig {
         parallel: 1,
         max_queue: 1,
-        prefill_chunk: 256,
+        step_tokens: 64,
     };
     let engine =
         Engine::start(model(), Tokenizer::gpt2(), config, state.metrics()).expect("engine");

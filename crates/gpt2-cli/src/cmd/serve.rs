@@ -49,6 +49,11 @@ pub struct Args {
     #[arg(long, default_value_t = 16, value_name = "N")]
     pub parallel: usize,
 
+    /// Tokens one pass of the model takes: a token of every decoding sequence, then chunks of
+    /// new prompts (so a long prompt does not stall running streams).
+    #[arg(long, default_value_t = 64, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub step_tokens: u64,
+
     /// Requests that may wait for a slot; more are refused with 503 and Retry-After.
     #[arg(long, default_value_t = 256, value_name = "N")]
     pub max_queue: usize,
@@ -158,7 +163,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let config = EngineConfig {
         parallel: args.parallel,
         max_queue: args.max_queue,
-        ..EngineConfig::default()
+        step_tokens: usize::try_from(args.step_tokens).unwrap_or(usize::MAX),
     };
     let engine = Engine::start(loaded.model, loaded.tokenizer, config, state.metrics())
         .context("starting the engine thread")?;

@@ -126,25 +126,33 @@ impl CausalSelfAttention {
         dropout.apply(&self.c_proj.forward(&y)?, site + 1)
     }
 
-    /// One new token for each of several independent sequences (continuous batching): `x`
-    /// `[n, 1, n_embd]`, row `i` continuing the sequence whose keys and values for this
-    /// layer are `kvs[i]` (a cache of one sequence, no padding) with `pasts[i]` columns
-    /// filled. `c_attn` and `c_proj` run once on all `n` rows; attention runs per sequence
-    /// over its own columns, so the lengths may differ.
+    /// Several independent sequences at once (continuous batching): `x` `[1, total,
+    /// n_embd]` holds their new tokens back to back, sequence `i` taking `lens[i]` rows and
+    /// continuing the one whose keys and values for this layer are `kvs[i]` (a cache of one
+    /// sequence, no padding) with `pasts[i]` columns filled. `c_attn` and `c_proj` run once
+    /// on all `total` rows; attention runs per sequence over its own columns (causal within
+    /// its new rows), so the lengths may differ.
     pub fn forward_ragged(
         &self,
         x: &Tensor,
         kvs: &mut [&mut LayerKv],
         pasts: &[usize],
+        lens: &[usize],
     ) -> Result<Tensor> {
-        let (q, k, v) = self.split_qkv(&self.c_attn.forward(x)?)?; // 3 × [n, n_head, 1, head_dim]
+        let qkv = self.c_attn.forward(x)?; // [1, total, 3·n_embd]
         let mut ys = Vec::with_capacity(kvs.len());
-        for (i, (kv, &past)) in kvs.iter_mut().zip(pasts).enumerate() {
-            let row = |t: &Tensor| t.narrow(0, i, 1).and_then(|t| t.contiguous());
-            let (k_i, v_i) = kv.append(&row(&k)?, &row(&v)?, past)?; // [1, n_head, past + 1, head_dim]
-            ys.push(attend(&row(&q)?, &k_i, &v_i, None)?); // [1, 1, n_embd]
+        let mut row = 0;
+        for ((kv, &past), &s) in kvs.iter_mut().zip(pasts).zip(lens) {
+            let (q, k, v) = self.split_qkv(&qkv.narrow(1, row, s)?)?; // 3 × [1, n_head, s, head_dim]
+            let (k, v) = kv.append(&k, &v, past)?; // [1, n_head, past + s, head_dim]
+            let mask = match s {
+                1 => None,
+                _ => Some(causal_mask(&[0], past, s, x.device())?),
+            };
+            ys.push(attend(&q, &k, &v, mask.as_ref())?); // [1, s, n_embd]
+            row += s;
         }
-        self.c_proj.forward(&Tensor::cat(&ys, 0)?)
+        self.c_proj.forward(&Tensor::cat(&ys, 1)?)
     }
 
     /// `c_attn`'s output `[b, s, 3·n_embd]` → `q / √head_dim`, `k`, `v`, each

@@ -65,17 +65,18 @@ impl Block {
         Ok((&x + m)?)
     }
 
-    /// [`Block::forward`] for one new token of each of several independent sequences (see
-    /// [`CausalSelfAttention::forward_ragged`]): `x` `[n, 1, n_embd]`.
+    /// [`Block::forward`] for new tokens of several independent sequences, back to back in
+    /// `x` `[1, total, n_embd]` (see [`CausalSelfAttention::forward_ragged`]).
     pub fn forward_ragged(
         &self,
         x: &Tensor,
         kvs: &mut [&mut LayerKv],
         pasts: &[usize],
+        lens: &[usize],
     ) -> Result<Tensor> {
         let x = (x + self
             .attn
-            .forward_ragged(&self.ln_1.forward(x)?, kvs, pasts)?)?;
+            .forward_ragged(&self.ln_1.forward(x)?, kvs, pasts, lens)?)?;
         Ok((&x + self.mlp.forward(&self.ln_2.forward(&x)?)?)?)
     }
 

@@ -170,14 +170,24 @@ pub fn index_bytes_with(
 }
 
 /// Appends the metaindex, the index block (separator key -> handle bytes) and the footer.
-pub fn finish(mut file: Vec<u8>, index_block: &[(Vec<u8>, Vec<u8>)]) -> Vec<u8> {
+pub fn finish(file: Vec<u8>, index_block: &[(Vec<u8>, Vec<u8>)]) -> Vec<u8> {
+    finish_with_index_size(file, index_block, None)
+}
+
+/// [`finish`], with the footer claiming `index_size` bytes for the index block when given
+/// (a crafted size; the block written is the real one).
+pub fn finish_with_index_size(
+    mut file: Vec<u8>,
+    index_block: &[(Vec<u8>, Vec<u8>)],
+    index_size: Option<u64>,
+) -> Vec<u8> {
     let meta = write_block(&mut file, &block(&[], 1));
     let ib = write_block(&mut file, &block(index_block, 1));
     let mut footer = Vec::new();
     varint(meta.0, &mut footer);
     varint(meta.1, &mut footer);
     varint(ib.0, &mut footer);
-    varint(ib.1, &mut footer);
+    varint(index_size.unwrap_or(ib.1), &mut footer);
     footer.resize(40, 0);
     footer.extend_from_slice(&0xdb47_7524_8b80_fb57u64.to_le_bytes());
     file.extend_from_slice(&footer);
