@@ -150,8 +150,8 @@ impl Trainer {
     /// length (and so the end of its cosine decay).
     ///
     /// # Errors
-    /// [`TrainError::NotACheckpoint`] when the data differ from the run's, or the run is
-    /// already past `steps`.
+    /// [`TrainError::NotACheckpoint`] when the data differ from the run's; a setting out of
+    /// range. (A run already past `steps` is done at once.)
     pub fn resume(checkpoint: Checkpoint, steps: Option<usize>, train: Vec<u32>) -> Result<Self> {
         let Checkpoint {
             config,
