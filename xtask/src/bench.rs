@@ -85,7 +85,7 @@ pub struct Args {
     pub llama_bench: Option<PathBuf>,
     /// Measure `gpt2 serve` under concurrent streaming clients instead (see
     /// `serve_bench.rs`), next to `gpt2 generate` and the library's batch in the same series.
-    #[arg(long, conflicts_with_all = ["batch", "batch_only", "llama_bench"])]
+    #[arg(long, conflicts_with_all = ["batch", "batch_only", "llama_bench", "train"])]
     pub serve: bool,
     /// With `--serve`: the concurrent client counts.
     #[arg(
@@ -102,6 +102,17 @@ pub struct Args {
     /// With `--serve`: requests per client count and repetition (at least one per client).
     #[arg(long, default_value_t = 32, value_name = "N")]
     pub serve_requests: usize,
+    /// Measure training instead (`gpt2 train`, 124M shape, B×T = 4×64 and 8×256; see
+    /// `train_bench`), next to PyTorch when `--python` is given.
+    #[arg(long)]
+    pub train: bool,
+    /// Optimizer steps per training measurement (after one warm-up step).
+    #[arg(long, default_value_t = 3, value_name = "N", requires = "train")]
+    pub train_steps: usize,
+    /// A Python with torch and transformers, to run tools/bench_train_torch.py (PyTorch
+    /// eager) in the training benchmark.
+    #[arg(long, value_name = "PATH", requires = "train")]
+    pub python: Option<PathBuf>,
 }
 
 /// The CPU this runs on, for the top of every table: its model name, family and model
@@ -446,6 +457,20 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .is_some_and(|r| !(r.is_finite() && r > 0.0))
     {
         bail!("--request-rate must be a positive number of requests per second");
+    }
+    if args.train {
+        let gpt2 = match &args.gpt2 {
+            Some(p) => p.clone(),
+            None => build_gpt2()?,
+        };
+        let work = args.models_dir.join("train");
+        return crate::train_bench::run(
+            &gpt2,
+            &work,
+            args.train_steps,
+            args.threads,
+            args.python.as_ref(),
+        );
     }
     let gpt2 = if args.batch_only {
         PathBuf::new()

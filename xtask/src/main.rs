@@ -9,6 +9,7 @@ mod bench;
 mod fetch_models;
 mod llama;
 mod serve_bench;
+mod train_bench;
 
 use std::process::ExitCode;
 

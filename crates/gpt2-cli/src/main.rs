@@ -13,8 +13,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-/// GPT-2 in Rust: generate text, score it, tokenize it, and convert or inspect
-/// OpenAI's released weights.
+/// GPT-2 in Rust: generate text, score it, tokenize it, train or fine-tune a model, and
+/// convert or inspect OpenAI's released weights.
 #[derive(Parser)]
 #[command(name = "gpt2", version, about, long_about = None)]
 struct Cli {
@@ -40,6 +40,8 @@ enum Command {
     Logits(cmd::logits::Args),
     /// Serve a model over HTTP with OpenAI's Completions API.
     Serve(cmd::serve::Args),
+    /// Fine-tune a model on your own text, or train one from scratch.
+    Train(Box<cmd::train::Args>),
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -52,6 +54,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Inspect(args) => cmd::inspect::run(args),
         Command::Logits(args) => cmd::logits::run(args),
         Command::Serve(args) => cmd::serve::run(args),
+        Command::Train(args) => cmd::train::run(*args),
     }
 }
 

@@ -272,6 +272,62 @@ impl Gpt2 {
         })
     }
 
+    /// A model whose weights are the given tensors themselves, not copies: `tensors` holds
+    /// every name of `gpt2_weights::expected_tensors(config)` with its shape, all f32 on one
+    /// device (the device of the model).
+    ///
+    /// This is how training builds its model: when the tensors are candle
+    /// [`Var`](candle_core::Var)s, every forward pass takes the layers' reference paths
+    /// (plain candle ops, see [`crate::nn::functional`]) and records its backward ops, so
+    /// `loss.backward()` gives the gradient of every weight; and since a `Var` is updated in
+    /// place, the model sees each optimizer step without being rebuilt.
+    ///
+    /// ```
+    /// use candle_core::{DType, Device, Var};
+    /// use gpt2_model::{Gpt2, LoadOptions};
+    /// use gpt2_weights::Config;
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let config = Config { n_vocab: 50, n_ctx: 8, n_embd: 8, n_head: 2, n_layer: 1, layer_norm_epsilon: 1e-5 };
+    /// let vars: Vec<(String, Var)> = Gpt2::random(&config, 3, &LoadOptions::default())?
+    ///     .named_tensors()?
+    ///     .into_iter()
+    ///     .map(|(name, t)| Ok((name, Var::from_tensor(&t)?)))
+    ///     .collect::<candle_core::Result<_>>()?;
+    /// let tensors: Vec<(String, candle_core::Tensor)> =
+    ///     vars.iter().map(|(n, v)| (n.clone(), v.as_tensor().clone())).collect();
+    /// let model = Gpt2::from_tensors(&config, &tensors)?;
+    /// let ids = candle_core::Tensor::new(&[[1u32, 2, 3]], &Device::Cpu)?;
+    /// let grads = model.forward(&ids)?.sum_all()?.backward()?;
+    /// assert!(grads.get(&vars[0].1).is_some()); // wte's gradient
+    /// # Ok(()) }
+    /// ```
+    pub fn from_tensors(config: &Config, tensors: &[(String, Tensor)]) -> Result<Self> {
+        let device = match tensors.first() {
+            Some((_, t)) => t.device().clone(),
+            None => Device::Cpu,
+        };
+        let opts = LoadOptions {
+            dtype: DType::F32,
+            device,
+            quantize: None,
+        };
+        let by_name: std::collections::HashMap<&str, &Tensor> =
+            tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
+        Self::build(config, &opts, |name, _| {
+            let t = by_name.get(name).ok_or_else(|| ModelError::BadInput {
+                expected: format!("a tensor named {name}"),
+                found: "none among the given tensors".into(),
+            })?;
+            if t.dtype() != DType::F32 || !t.device().same_device(&opts.device) {
+                return Err(ModelError::BadInput {
+                    expected: format!("{name} in f32 on the model's device"),
+                    found: format!("{:?} on {:?}", t.dtype(), t.device().location()),
+                });
+            }
+            Ok(Matrix::Tensor((*t).clone()))
+        })
+    }
+
     /// The one builder: the model from a source of named tensors (canonical names, HF
     /// shapes; see `gpt2_weights::expected_tensors`), each asked for in the dtype it is kept
     /// in (`get(name, dtype)`; a source may answer in another storage, e.g. Q8_0 blocks,

@@ -7,6 +7,7 @@ use gpt2_weights::Config;
 use crate::error::{ModelError, Result};
 use crate::load::{LoadOptions, Quantization};
 use crate::nn::attention::causal_mask;
+use crate::nn::functional::Dropout;
 use crate::nn::kv_cache::{CacheShape, LayerKv};
 use crate::nn::{Block, ContextOverflow, Embedding, KvCache, LayerNorm, Param};
 
@@ -67,6 +68,45 @@ impl Gpt2 {
         let rows = self.ids_from_tensor(ids)?;
         let h = self.run(&rows, &vec![0; rows.len()], 0, None, None)?;
         self.head(&h, Logits::All)
+    }
+
+    /// [`Gpt2::forward`] for training with dropout (see [`Dropout`]): on the embeddings
+    /// (site 0), and in block `l` on the attention weights and the outputs of attention and
+    /// the MLP (sites `1 + 3·l` … `3 + 3·l`). With `p` 0 this is [`Gpt2::forward`].
+    ///
+    /// ```
+    /// use gpt2_model::{nn::functional::Dropout, Gpt2, LoadOptions};
+    /// # fn main() -> Result<(), gpt2_model::ModelError> {
+    /// let config = gpt2_weights::Config { n_vocab: 50, n_ctx: 8, n_embd: 8, n_head: 2, n_layer: 1, layer_norm_epsilon: 1e-5 };
+    /// let model = Gpt2::random(&config, 1, &LoadOptions::default())?;
+    /// let ids = candle_core::Tensor::new(&[[1u32, 2, 3]], model.device())?;
+    /// let a = model.forward_dropout(&ids, &Dropout { p: 0.1, seed: 3 })?;
+    /// let b = model.forward_dropout(&ids, &Dropout { p: 0.1, seed: 3 })?;
+    /// assert_eq!(a.to_vec3::<f32>()?, b.to_vec3::<f32>()?);
+    /// # Ok(()) }
+    /// ```
+    pub fn forward_dropout(&self, ids: &Tensor, dropout: &Dropout) -> Result<Tensor> {
+        let rows = self.ids_from_tensor(ids)?;
+        let s = rows.first().map_or(0, Vec::len);
+        let padding = vec![0; rows.len()];
+        let h = self.in_pool(|| {
+            let mut x = dropout.apply(&self.embed(&rows, &padding, 0)?, 0)?; // [b, s, n_embd]
+            let mask = causal_mask(&padding, 0, s, &self.device)?;
+            for (l, block) in self.h.iter().enumerate() {
+                x = block.forward_dropout(&x, Some(&mask), dropout, 1 + 3 * l as u64)?;
+            }
+            Ok(x)
+        })?;
+        self.head(&h, Logits::All)
+    }
+
+    /// Runs `f` on one of rayon's worker threads on the CPU (see [`Gpt2::run`]).
+    fn in_pool<T: Send>(&self, f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
+        if self.device.is_cpu() && rayon::current_thread_index().is_none() {
+            rayon::scope(|_| f())
+        } else {
+            f()
+        }
     }
 
     /// Logits at the last position only, no cache: `[batch, seq]` → `[batch, n_vocab]` f32.

@@ -9,6 +9,7 @@ pub mod logits;
 pub mod score;
 pub mod serve;
 pub mod tokenize;
+pub mod train;
 
 /// An error in what the user typed (as opposed to a failure while running).
 ///

@@ -12,7 +12,7 @@
 
 use candle_core::{Device, Tensor};
 
-use super::functional::softmax;
+use super::functional::{softmax, Dropout};
 use super::kv_cache::LayerKv;
 use super::linear::Conv1D;
 use crate::cpu;
@@ -112,6 +112,20 @@ impl CausalSelfAttention {
         self.c_proj.forward(&attend(&q, &k, &v, mask)?)
     }
 
+    /// [`CausalSelfAttention::forward`] for training, without a cache, with dropout on the
+    /// attention weights (site `site`) and on the output (site `site + 1`).
+    pub(crate) fn forward_dropout(
+        &self,
+        x: &Tensor,
+        mask: Option<&Tensor>,
+        dropout: &Dropout,
+        site: u64,
+    ) -> Result<Tensor> {
+        let (q, k, v) = self.split_qkv(&self.c_attn.forward(x)?)?; // 3 × [b, n_head, s, head_dim]
+        let y = attend_with(&q, &k, &v, mask, Some((dropout, site)))?;
+        dropout.apply(&self.c_proj.forward(&y)?, site + 1)
+    }
+
     /// Several independent sequences at once (continuous batching): `x` `[1, total,
     /// n_embd]` holds their new tokens back to back, sequence `i` taking `lens[i]` rows and
     /// continuing the one whose keys and values for this layer are `kvs[i]` (a cache of one
@@ -170,16 +184,33 @@ impl CausalSelfAttention {
 /// `merge_heads(softmax(q · kᵀ + mask) · v)`: `q` `[b, h, s, d]` (already scaled), `k`, `v`
 /// `[b, h, L, d]` → `[b, s, h·d]`.
 pub fn attend(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
+    attend_with(q, k, v, mask, None)
+}
+
+/// [`attend`], with dropout on the attention weights when given (`(dropout, site)`).
+fn attend_with(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    mask: Option<&Tensor>,
+    dropout: Option<(&Dropout, u64)>,
+) -> Result<Tensor> {
     let (b, h, s, d) = q.dims4()?;
     // Fast path: one unmasked query per sequence (a decode step), direct loops over the
     // cached columns instead of b·h tiny gemms.
-    if let Some(y) = cpu::ops::attend_one_query(q, k, v, mask)? {
-        return Ok(y.reshape((b, s, h * d))?);
+    if dropout.is_none() {
+        if let Some(y) = cpu::ops::attend_one_query(q, k, v, mask)? {
+            return Ok(y.reshape((b, s, h * d))?);
+        }
     }
     let scores = q.matmul(&k.t()?)?; // [b, h, s, L]
 
     // Softmax in f32 whatever the compute dtype (f16 exp/sum lose too much).
     let a = softmax(&scores, mask)?.to_dtype(v.dtype())?;
+    let a = match dropout {
+        Some((dropout, site)) => dropout.apply(&a, site)?,
+        None => a,
+    };
     merge_heads(&a.matmul(v)?) // [b, h, s, d] → [b, s, h·d]
 }
 

@@ -3,6 +3,7 @@
 use candle_core::Tensor;
 
 use super::attention::CausalSelfAttention;
+use super::functional::Dropout;
 use super::kv_cache::LayerKv;
 use super::layer_norm::LayerNorm;
 use super::mlp::Mlp;
@@ -44,6 +45,24 @@ impl Block {
     ) -> Result<Tensor> {
         let x = (x + self.attn.forward(&self.ln_1.forward(x)?, kv, past, mask)?)?;
         Ok((&x + self.mlp.forward(&self.ln_2.forward(&x)?)?)?)
+    }
+
+    /// [`Block::forward`] for training, without a cache, with dropout where Hugging Face's
+    /// GPT-2 applies it: the attention weights and each sub-layer's output (sites `site` ..
+    /// `site + 2`).
+    pub(crate) fn forward_dropout(
+        &self,
+        x: &Tensor,
+        mask: Option<&Tensor>,
+        dropout: &Dropout,
+        site: u64,
+    ) -> Result<Tensor> {
+        let a = self
+            .attn
+            .forward_dropout(&self.ln_1.forward(x)?, mask, dropout, site)?;
+        let x = (x + a)?;
+        let m = dropout.apply(&self.mlp.forward(&self.ln_2.forward(&x)?)?, site + 2)?;
+        Ok((&x + m)?)
     }
 
     /// [`Block::forward`] for new tokens of several independent sequences, back to back in

@@ -85,6 +85,52 @@ pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Resul
     )?)
 }
 
+/// Dropout for training, where Hugging Face's GPT-2 applies it (the embeddings, the attention
+/// weights, and each sub-layer's output before its residual addition): every value is zeroed
+/// with probability `p` and the others scaled by `1/(1 − p)`. The masks are drawn from ChaCha8
+/// generators seeded from `seed` and the site, so a forward pass with the same seed drops the
+/// same values (a resumed training run repeats its masks).
+///
+/// ```
+/// # fn main() -> Result<(), gpt2_model::ModelError> {
+/// use gpt2_model::nn::functional::Dropout;
+/// use gpt2_model::{Device, Tensor};
+/// let x = Tensor::ones(1000, candle_core::DType::F32, &Device::Cpu)?;
+/// let y = Dropout { p: 0.5, seed: 7 }.apply(&x, 0)?.to_vec1::<f32>()?;
+/// assert!(y.iter().all(|&v| v == 0.0 || v == 2.0));
+/// let kept = y.iter().filter(|&&v| v == 2.0).count();
+/// assert!((400..600).contains(&kept));
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Dropout {
+    /// The probability that a value is dropped, in `[0, 1)`.
+    pub p: f64,
+    /// The seed of this forward pass's masks.
+    pub seed: u64,
+}
+
+impl Dropout {
+    /// `x` with dropout applied at site number `site` (each site of a forward pass has its
+    /// own mask); `x` itself when `p` is 0.
+    pub fn apply(&self, x: &Tensor, site: u64) -> Result<Tensor> {
+        use rand::{Rng, SeedableRng};
+        if self.p <= 0.0 {
+            return Ok(x.clone());
+        }
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(
+            self.seed ^ (site + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+        );
+        let keep = (1.0 / (1.0 - self.p)) as f32;
+        let p = self.p as f32;
+        let mask: Vec<f32> = (0..x.elem_count())
+            .map(|_| if rng.random::<f32>() < p { 0.0 } else { keep })
+            .collect();
+        let mask = Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(x.dtype())?;
+        Ok((x * mask)?)
+    }
+}
+
 /// The reference paths: plain candle ops that run on every device and are differentiable.
 pub mod reference {
     use super::*;
@@ -193,6 +239,28 @@ mod tests {
         let grads = y.backward()?;
         let g = grads.get(&x).expect("x has a gradient").to_vec2::<f32>()?;
         assert!(g[0].iter().all(|v| v.is_finite()) && g[0].iter().any(|v| *v != 0.0));
+        Ok(())
+    }
+
+    #[test]
+    fn dropout_is_seeded_scaled_and_differentiable() -> Result<()> {
+        let dev = Device::Cpu;
+        let x = Var::new(&[1f32; 64], &dev)?;
+        let d = Dropout { p: 0.25, seed: 11 };
+        assert_eq!(
+            Dropout { p: 0.0, seed: 11 }
+                .apply(x.as_tensor(), 0)?
+                .to_vec1::<f32>()?,
+            vec![1f32; 64]
+        );
+        let y = d.apply(x.as_tensor(), 3)?;
+        let v = y.to_vec1::<f32>()?;
+        assert!(v.iter().all(|&a| a == 0.0 || (a - 4.0 / 3.0).abs() < 1e-6));
+        assert_eq!(v, d.apply(x.as_tensor(), 3)?.to_vec1::<f32>()?);
+        assert_ne!(v, d.apply(x.as_tensor(), 4)?.to_vec1::<f32>()?);
+        // The gradient of sum(dropout(x)) is the mask itself.
+        let g = y.sum_all()?.backward()?;
+        assert_eq!(g.get(&x).expect("gradient").to_vec1::<f32>()?, v);
         Ok(())
     }
 
