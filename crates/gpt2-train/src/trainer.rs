@@ -19,7 +19,7 @@
 
 use std::time::{Duration, Instant};
 
-use candle_core::{Device, Tensor, Var};
+use candle_core::{CpuStorage, Device, Storage, Tensor, Var};
 use gpt2_model::nn::functional::Dropout;
 use gpt2_model::Gpt2;
 use gpt2_tokenizer::Tokenizer;
@@ -77,6 +77,20 @@ impl StepReport {
     }
 }
 
+/// `Σ g²` of a gradient (as [`global_norm`] squared), read in place from its storage when it
+/// is a contiguous CPU f32 tensor, as candle's gradients are: the norm needs no copy of them.
+fn sum_of_squares(g: &Tensor) -> Result<f64> {
+    {
+        let (storage, layout) = g.storage_and_layout();
+        if let (Storage::Cpu(CpuStorage::F32(v)), Some((start, end))) =
+            (&*storage, layout.contiguous_offsets())
+        {
+            return Ok(global_norm(&[&v[start..end]]).powi(2));
+        }
+    }
+    Ok(global_norm(&[&g.flatten_all()?.to_vec1::<f32>()?]).powi(2))
+}
+
 /// One weight under training.
 struct Param {
     name: String,
@@ -111,6 +125,8 @@ pub struct Trainer {
     /// The same weights without gradient tracking (evaluation and samples: the fast paths).
     view: Gpt2,
     windows: Windows,
+    /// [`fingerprint`] of the training tokens (recorded in every checkpoint).
+    fingerprint: u64,
     batcher: Batcher,
     step: usize,
 }
@@ -142,7 +158,8 @@ impl Trainer {
                 moments: Moments::zeros(n),
             });
         }
-        Self::build(config, params, settings, train, 0)
+        let fingerprint = fingerprint(&train);
+        Self::build(config, params, settings, train, fingerprint, 0)
     }
 
     /// Continues the run saved in `checkpoint` on `train` tokens (the same as the run's;
@@ -158,7 +175,8 @@ impl Trainer {
             params,
             state,
         } = checkpoint;
-        let fp = format!("{:016x}", fingerprint(&train));
+        let train_fingerprint = fingerprint(&train);
+        let fp = format!("{train_fingerprint:016x}");
         if train.len() != state.train_tokens || fp != state.train_fingerprint {
             return Err(TrainError::NotACheckpoint {
                 path: "the resumed run".into(),
@@ -174,7 +192,14 @@ impl Trainer {
         if let Some(steps) = steps {
             settings.steps = steps;
         }
-        Self::build(&config, params, settings, train, state.step)
+        Self::build(
+            &config,
+            params,
+            settings,
+            train,
+            train_fingerprint,
+            state.step,
+        )
     }
 
     fn build(
@@ -182,6 +207,7 @@ impl Trainer {
         saved: Vec<SavedParam>,
         settings: Settings,
         train: Vec<u32>,
+        fingerprint: u64,
         step: usize,
     ) -> Result<Self> {
         settings.validate(config.n_ctx)?;
@@ -215,6 +241,7 @@ impl Trainer {
             tracked: model,
             view,
             windows,
+            fingerprint,
             batcher,
             step,
         })
@@ -321,9 +348,8 @@ impl Trainer {
             }
         };
         let mut sum_sq = 0f64;
-        for (i, a) in acc.iter().enumerate() {
-            let g = values(i, a)?;
-            sum_sq += global_norm(&[&g]).powi(2);
+        for g in acc.iter().flatten() {
+            sum_sq += sum_of_squares(g)?;
         }
         let grad_norm = sum_sq.sqrt();
         let factor = clip_factor(grad_norm, self.settings.grad_clip);
@@ -366,8 +392,7 @@ impl Trainer {
         let n = batches.min(windows.count().div_ceil(b)).max(1);
         let mut total = 0.0;
         for i in 0..n {
-            let rows: Vec<usize> =
-                (i * b..((i + 1) * b).min(windows.count().max(i * b + 1))).collect();
+            let rows: Vec<usize> = (i * b..((i + 1) * b).min(windows.count())).collect();
             total += self
                 .loss(&self.view, windows, &rows, None)?
                 .to_scalar::<f32>()? as f64;
@@ -429,7 +454,7 @@ impl Trainer {
             step: self.step,
             settings: self.settings.clone(),
             train_tokens: self.windows.ids().len(),
-            train_fingerprint: format!("{:016x}", fingerprint(self.windows.ids())),
+            train_fingerprint: format!("{:016x}", self.fingerprint),
         }
     }
 
