@@ -152,6 +152,45 @@ pub fn cpu_summary() -> String {
     )
 }
 
+/// The memory read bandwidth `threads` threads reach, in GB/s: each streams its share of a
+/// 1 GiB buffer (much larger than any cache) and sums it; the best of three passes. This is
+/// what the decode kernels' weight streams are compared with (a decode step reads every
+/// weight once).
+pub fn read_bandwidth(threads: usize) -> f64 {
+    const WORDS: usize = 1 << 27; // 1 GiB of u64
+                                  // Distinct values, written once so that every page is really there.
+    let buf: Vec<u64> = (0..WORDS as u64).collect();
+    let share = WORDS.div_ceil(threads.max(1));
+    let mut best = 0f64;
+    for _ in 0..3 {
+        let t = Instant::now();
+        let total = std::thread::scope(|s| {
+            let parts: Vec<_> = buf
+                .chunks(share)
+                .map(|part| {
+                    s.spawn(move || {
+                        // Four independent sums, so the loads are not serialized on one add.
+                        let mut acc = [0u64; 4];
+                        for c in part.chunks_exact(4) {
+                            for l in 0..4 {
+                                acc[l] = acc[l].wrapping_add(c[l]);
+                            }
+                        }
+                        acc.iter().fold(0u64, |a, &b| a.wrapping_add(b))
+                    })
+                })
+                .collect();
+            parts
+                .into_iter()
+                .map(|h| h.join().unwrap_or(0))
+                .fold(0u64, u64::wrapping_add)
+        });
+        std::hint::black_box(total);
+        best = best.max((WORDS * 8) as f64 / t.elapsed().as_secs_f64() / 1e9);
+    }
+    best
+}
+
 fn parse_size(s: &str) -> Result<ModelSize, String> {
     s.parse::<ModelSize>().map_err(|e| e.to_string())
 }
@@ -484,6 +523,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         return crate::serve_bench::run(&args, &gpt2);
     }
     println!("CPU: {}", cpu_summary());
+    let mut bandwidth = vec![read_bandwidth(args.threads)];
     println!(
         "cargo xtask bench: {} threads, greedy, {}-token prompt + {} new tokens (decode), \
          {}-token prompt (prefill), medians of {} runs, random weights",
@@ -531,6 +571,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 let (mut l_dv, mut l_pv) = (llama::Variant::AsAsked, llama::Variant::AsAsked);
                 for rep in 0..args.reps {
                     eprint!("\r{size} {dtype}: run {}/{}", rep + 1, args.reps);
+                    bandwidth.push(read_bandwidth(args.threads));
                     let r = run_generate(&gpt2, &first_args)?;
                     first.push(r.first_byte_s);
                     let r = run_generate(&gpt2, &decode_args)?;
@@ -553,29 +594,45 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                     }
                 }
                 eprintln!();
+                let (decode, prefill) = (median(&decode), median(&prefill));
                 let llama_cells = if args.llama_bench.is_none() {
                     String::new()
                 } else if llama_model.is_none() {
-                    " — | — |".to_string()
+                    " — | — | — | — |".to_string()
                 } else {
-                    let p = median(&l_prefill);
+                    let (d, p) = (median(&l_decode), median(&l_prefill));
+                    let ratio = |a: f64, b: f64| {
+                        if (a / b).is_finite() {
+                            format!("{:.2}×", a / b)
+                        } else {
+                            "—".to_string()
+                        }
+                    };
                     format!(
-                        " {:.1}{} | {} |",
-                        median(&l_decode),
+                        " {d:.1}{} | {} | {} | {} |",
                         l_dv.note(),
                         if p.is_nan() {
                             "—".to_string()
                         } else {
                             format!("{p:.0}{}", l_pv.note())
-                        }
+                        },
+                        ratio(decode, d),
+                        ratio(prefill, p),
                     )
                 };
                 let file = file_size(&dir);
                 let rss = median(&rss);
-                let prefill = median(&prefill);
+                // A decode step reads every weight once: the file's bytes per token (not for
+                // q8_0 quantized at load, whose file is the f32 one).
+                let streamed = if dtype == "q8_0" {
+                    "—".to_string()
+                } else {
+                    let gbs = file as f64 * decode / 1e9;
+                    format!("{gbs:.1} ({:.0}%)", 100.0 * gbs / median(&bandwidth))
+                };
                 rows.push(format!(
-                    "| {size} | {:.1} | {} | {:.3} | {:.0} | {:.0} | {:.2} |{llama_cells}",
-                    median(&decode),
+                    "| {size} | {:.1} | {streamed} | {} | {:.3} | {:.0} | {:.0} | {:.2} |{llama_cells}",
+                    decode,
                     if prefill.is_nan() {
                         "—".to_string()
                     } else {
@@ -606,17 +663,23 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             }
         }
         if !rows.is_empty() {
-            println!("\n### {dtype}\n");
+            println!("\n### {dtype}");
             let (llama_head, llama_rule) = if args.llama_bench.is_some() {
                 (
-                    " llama.cpp decode tok/s | llama.cpp prefill tok/s |",
-                    "---|---|",
+                    " llama.cpp decode tok/s | llama.cpp prefill tok/s | decode ratio | prefill ratio |",
+                    "---|---|---|---|",
                 )
             } else {
                 ("", "")
             };
-            println!("| shape | decode tok/s | prefill tok/s | start → first token (s) | peak RSS (MiB) | weight file (MiB) | RSS / file |{llama_head}");
-            println!("|---|---|---|---|---|---|---|{llama_rule}");
+            println!(
+                "\nread bandwidth ({} threads, 1 GiB streamed, the probe run once per repetition): \
+                 median {:.1} GB/s",
+                args.threads,
+                median(&bandwidth)
+            );
+            println!("\n| shape | decode tok/s | decode weights GB/s (% of read bandwidth) | prefill tok/s | start → first token (s) | peak RSS (MiB) | weight file (MiB) | RSS / file |{llama_head}");
+            println!("|---|---|---|---|---|---|---|---|{llama_rule}");
             for r in &rows {
                 println!("{r}");
             }

@@ -8,6 +8,7 @@
 mod bench;
 mod fetch_models;
 mod llama;
+mod llama_cpp;
 mod serve_bench;
 mod train_bench;
 
@@ -31,12 +32,16 @@ enum Task {
     /// random-weight models (the README's "Performance" numbers); with `--serve`, of
     /// `gpt2 serve` under concurrent clients.
     Bench(bench::Args),
+    /// Build llama.cpp's `llama-bench` and `llama-quantize` here (from the tree vendored in a
+    /// pinned `llama-cpp-python` sdist, into target/llama-cpp) for `bench --llama-bench`.
+    LlamaCpp(llama_cpp::Args),
 }
 
 fn main() -> ExitCode {
     let result = match Cli::parse().task {
         Task::FetchModels(args) => fetch_models::run(args),
         Task::Bench(args) => bench::run(args),
+        Task::LlamaCpp(args) => llama_cpp::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -4,7 +4,7 @@
 //! speed at which the weights stream from memory. Candle's CPU gemm runs such a product as a
 //! gemv on one thread and reaches well under the machine's bandwidth; these kernels read each
 //! weight once per step for all rows, split the work over the threads (the decode team of
-//! `crate::team`), prefetch each weight stream 2 KiB ahead, and accumulate in f32 whatever the
+//! `crate::team`), prefetch each weight stream ahead ([`prefetch_distance`]), and accumulate in f32 whatever the
 //! weight dtype (f16 weights are widened in registers):
 //!
 //! - [`x_w`]: `x` `[m, k]` · `W` `[k, n]` (row-major `W`, as `Conv1D` stores it): for each
@@ -12,9 +12,12 @@
 //! - [`x_et`]: `x` `[m, k]` · `Eᵀ` for `E` `[n, k]` row-major (the tied LM head, `h · wteᵀ`):
 //!   `y[r, v] = x[r, :] · E[v, :]`.
 //!
-//! On x86-64 with AVX2+FMA (+F16C for f16), detected at run time, the inner loops use those
-//! instructions; elsewhere a portable loop computes the same sums. The order of the sums
-//! differs from candle's gemm, so results agree to rounding (~1e-6 relative), not bit for bit.
+//! The inner loops come in one variant per instruction set ([`Isa`]), chosen at run time by
+//! the CPU's features: AVX-512 F (16 lanes; f16 widened 16 at a time), AVX2 + FMA + F16C
+//! (8 lanes), or a portable loop elsewhere. `GPT2_KERNELS` picks a lower one and
+//! `GPT2_PREFETCH` the prefetch distance, to compare them on one machine. The order of the
+//! sums differs between variants and from candle's gemm, so results agree to rounding
+//! (~1e-6 relative), not bit for bit.
 
 use candle_core::{CpuStorage, DType, Storage, Tensor};
 use half::f16;
@@ -24,14 +27,37 @@ use crate::error::Result;
 
 /// A weight element the kernels can read: `f32` or `f16`.
 pub trait Weight: Copy + Send + Sync + 'static {
-    /// `acc[j] += Σ_t a[t] · w[t][j]` for the `w` rows given (1 to 4 of them).
+    /// `acc[j] += Σ_t a[t] · w[t][j]` for the `w` rows given (1 to 8 of them), with the
+    /// kernels of [`Isa::selected`].
     ///
     /// # Panics
     /// When more than 4 rows are given, `a` has fewer values than there are rows, or a row
     /// is shorter than `acc` (checked before the vector kernels run).
-    fn axpy(acc: &mut [f32], a: &[f32], w: &[&[Self]]);
-    /// `Σ_j x[j] · w[j]` over the shorter of the two.
-    fn dot(x: &[f32], w: &[Self]) -> f32;
+    fn axpy(acc: &mut [f32], a: &[f32], w: &[&[Self]]) {
+        Self::axpy_with(Isa::selected(), acc, a, w)
+    }
+    /// `Σ_j x[j] · w[j]` over the shorter of the two, with the kernels of [`Isa::selected`].
+    fn dot(x: &[f32], w: &[Self]) -> f32 {
+        Self::dot_with(Isa::selected(), x, w)
+    }
+    /// [`Weight::axpy`] with the kernels of `isa`, or of the best variant below it that this
+    /// CPU runs.
+    ///
+    /// # Panics
+    /// As [`Weight::axpy`].
+    fn axpy_with(isa: Isa, acc: &mut [f32], a: &[f32], w: &[&[Self]]);
+    /// [`Weight::dot`] with the kernels of `isa`, or of the best variant below it that this
+    /// CPU runs.
+    fn dot_with(isa: Isa, x: &[f32], w: &[Self]) -> f32;
+    /// `[x · w[0], …, x · w[3]]`, each over the shorter of `x` and that row, with the kernels
+    /// of [`Isa::selected`]: four weight streams in flight, and each value of `x` loaded once
+    /// for the four.
+    fn dot4(x: &[f32], w: [&[Self]; 4]) -> [f32; 4] {
+        Self::dot4_with(Isa::selected(), x, w)
+    }
+    /// [`Weight::dot4`] with the kernels of `isa`, or of the best variant below it that this
+    /// CPU runs.
+    fn dot4_with(isa: Isa, x: &[f32], w: [&[Self]; 4]) -> [f32; 4];
 }
 
 /// What the vector `axpy` kernels read: up to 4 rows, a coefficient for each, and every
@@ -39,8 +65,8 @@ pub trait Weight: Copy + Send + Sync + 'static {
 #[inline(always)]
 fn check_axpy<W>(acc: &[f32], a: &[f32], w: &[&[W]]) {
     assert!(
-        w.len() <= 4 && a.len() >= w.len() && w.iter().all(|r| r.len() >= acc.len()),
-        "axpy: {} rows (at most 4) of lengths {:?} for {} coefficients and {} outputs",
+        w.len() <= 8 && a.len() >= w.len() && w.iter().all(|r| r.len() >= acc.len()),
+        "axpy: {} rows (at most 8) of lengths {:?} for {} coefficients and {} outputs",
         w.len(),
         w.iter().map(|r| r.len()).collect::<Vec<_>>(),
         a.len(),
@@ -57,6 +83,9 @@ fn axpy_portable<W: Copy>(acc: &mut [f32], a: &[f32], w: &[&[W]], f: impl Fn(W) 
 }
 
 fn dot_portable<W: Copy>(x: &[f32], w: &[W], f: impl Fn(W) -> f32) -> f32 {
+    // The shorter of the two: both cut to it, so that their remainders line up.
+    let n = x.len().min(w.len());
+    let (x, w) = (&x[..n], &w[..n]);
     let mut s = [0f32; 8];
     let mut xc = x.chunks_exact(8);
     let mut wc = w.chunks_exact(8);
@@ -72,90 +101,206 @@ fn dot_portable<W: Copy>(x: &[f32], w: &[W], f: impl Fn(W) -> f32) -> f32 {
     t
 }
 
+/// The instruction sets the f32/f16 kernels come in, chosen at run time by the CPU's features.
+///
+/// Every kernel computes the same sums in its own order, so the variants agree to f32
+/// rounding (the tests run every variant the CPU has). [`Isa::selected`] is the one the
+/// products use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Isa {
+    /// Plain Rust loops, on any CPU.
+    Portable,
+    /// AVX2 + FMA + F16C: 8 lanes per instruction.
+    Avx2,
+    /// AVX-512 F (with the AVX2 set): 16 lanes per instruction, and f16 weights widened 16 at
+    /// a time (`vcvtph2ps zmm`).
+    Avx512,
+}
+
+impl Isa {
+    /// Whether this CPU runs the variant (detected at run time; the portable one always).
+    pub fn is_supported(self) -> bool {
+        match self {
+            Isa::Portable => true,
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => x86::has_avx2(),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => x86::has_avx512(),
+            #[cfg(not(target_arch = "x86_64"))]
+            _ => false,
+        }
+    }
+
+    /// The variants this CPU runs, slowest first.
+    pub fn available() -> Vec<Isa> {
+        [Isa::Portable, Isa::Avx2, Isa::Avx512]
+            .into_iter()
+            .filter(|isa| isa.is_supported())
+            .collect()
+    }
+
+    /// The variant's name, as `GPT2_KERNELS` takes it: `portable`, `avx2`, `avx512`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Isa::Portable => "portable",
+            Isa::Avx2 => "avx2",
+            Isa::Avx512 => "avx512",
+        }
+    }
+
+    /// The variant the products use: the best this CPU runs, or the one named by the
+    /// environment variable `GPT2_KERNELS` (`portable`, `avx2`, `avx512`; for comparing them
+    /// on one machine) when this CPU runs it. Decided once per process.
+    pub fn selected() -> Isa {
+        static SELECTED: std::sync::OnceLock<Isa> = std::sync::OnceLock::new();
+        *SELECTED.get_or_init(|| {
+            let best = Isa::available().pop().unwrap_or(Isa::Portable);
+            std::env::var("GPT2_KERNELS")
+                .ok()
+                .and_then(|v| {
+                    Isa::available()
+                        .into_iter()
+                        .find(|isa| isa.name() == v.trim())
+                })
+                .unwrap_or(best)
+        })
+    }
+}
+
+/// How far ahead of each weight stream the kernels prefetch, in bytes: the environment
+/// variable `GPT2_PREFETCH` (bytes, for tuning on a new CPU), else 2 KiB. The hardware
+/// prefetchers alone leave the decode products short of the memory bandwidth (as for the
+/// Q8_0 kernel, see `crate::q8`). Decided once per process.
+pub fn prefetch_distance() -> usize {
+    static AHEAD: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *AHEAD.get_or_init(|| {
+        std::env::var("GPT2_PREFETCH")
+            .ok()
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            .filter(|&b| b <= 1 << 16)
+            .unwrap_or(2048)
+    })
+}
+
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    //! AVX2 + FMA (+ F16C) inner loops. Callers check the features first.
+    //! AVX2 + FMA (+ F16C) and AVX-512 F inner loops. Callers check the features first.
     use half::f16;
     use std::arch::x86_64::*;
 
     /// 8 weights from `p` as f32.
     #[inline(always)]
-    unsafe fn load_f32(p: *const f32) -> __m256 {
-        // SAFETY: the caller passes a pointer to 8 readable values (a prefetch never faults).
+    unsafe fn load8_f32(p: *const f32) -> __m256 {
+        // SAFETY: the caller passes a pointer to 8 readable values.
         unsafe { _mm256_loadu_ps(p) }
     }
 
     #[inline(always)]
-    unsafe fn load_f16(p: *const f16) -> __m256 {
-        // SAFETY: the caller passes a pointer to 8 readable values (a prefetch never faults).
+    unsafe fn load8_f16(p: *const f16) -> __m256 {
+        // SAFETY: the caller passes a pointer to 8 readable values.
         unsafe { _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i)) }
     }
 
-    /// How far ahead of a weight stream the kernels prefetch, in bytes: the hardware
-    /// prefetchers alone leave the decode products short of the memory bandwidth (as for the
-    /// Q8_0 kernel, see `crate::q8`).
-    const PREFETCH: usize = 2048;
+    /// 16 weights from `p` as f32 (AVX-512 F).
+    #[inline(always)]
+    unsafe fn load16_f32(p: *const f32) -> __m512 {
+        // SAFETY: the caller passes a pointer to 16 readable values.
+        unsafe { _mm512_loadu_ps(p) }
+    }
+
+    #[inline(always)]
+    unsafe fn load16_f16(p: *const f16) -> __m512 {
+        // SAFETY: the caller passes a pointer to 16 readable values.
+        unsafe { _mm512_cvtph_ps(_mm256_loadu_si256(p as *const __m256i)) }
+    }
 
     /// Asks for the cache line at `p` (never faults, so `p` may lie past the end).
     #[inline(always)]
     unsafe fn prefetch<T>(p: *const T) {
-        // SAFETY: the caller passes a pointer to 8 readable values (a prefetch never faults).
+        // SAFETY: a prefetch never faults, whatever the address.
         unsafe {
             _mm_prefetch::<_MM_HINT_T0>(p as *const i8);
         }
     }
 
+    /// The kernels of one instruction set: `$v` the vector type of `$lanes` f32 lanes, and
+    /// `$set1`, `$ld`, `$st`, `$fma`, `$zero`, `$add`, `$sum` its broadcast, load, store,
+    /// fused multiply-add, zero, add and horizontal sum.
     macro_rules! kernels {
-        ($axpy:ident, $dot:ident, $t:ty, $load:ident, $feat:literal, $widen:expr) => {
-            /// `acc += Σ a[t]·w[t]` (1..=4 rows of `w`, each `acc.len()` long).
+        ($axpy:ident, $dot:ident, $dot4:ident, $t:ty, $load:ident, $feat:literal, $widen:expr,
+         $v:ty, $lanes:literal, $set1:ident, $ld:ident, $st:ident, $fma:ident, $zero:ident,
+         $add:ident, $sum:expr) => {
+            /// `acc += Σ a[t]·w[t]` (1..=8 rows of `w`, each `acc.len()` long), prefetching
+            /// `ahead` bytes ahead of each row.
             #[target_feature(enable = $feat)]
-            pub unsafe fn $axpy(acc: &mut [f32], a: &[f32], w: &[&[$t]]) {
+            pub unsafe fn $axpy(acc: &mut [f32], a: &[f32], w: &[&[$t]], ahead: usize) {
                 // SAFETY: the caller checked the CPU features; every pointer read is at an index below the
-                // lengths the caller checked (see `check_axpy`; `dot` reads min(x.len(), w.len())).
+                // lengths the caller checked (see `check_axpy`).
                 unsafe {
                     const LINE: usize = 64 / std::mem::size_of::<$t>();
-                    const AHEAD: usize = PREFETCH / std::mem::size_of::<$t>();
+                    const L: usize = $lanes;
+                    let ahead = ahead / std::mem::size_of::<$t>();
                     let n = acc.len();
-                    let main = n / 8 * 8;
+                    let main = n / L * L;
                     let pa = acc.as_mut_ptr();
                     match w.len() {
+                        8 => {
+                            let c: [$v; 8] = std::array::from_fn(|t| $set1(a[t]));
+                            let p: [*const $t; 8] = std::array::from_fn(|t| w[t].as_ptr());
+                            let mut j = 0;
+                            while j < main {
+                                if j % LINE == 0 {
+                                    for w in p {
+                                        prefetch(w.wrapping_add(j + ahead));
+                                    }
+                                }
+                                let mut s0: $v = $ld(pa.add(j));
+                                let mut s1: $v = $zero();
+                                s0 = $fma(c[0], $load(p[0].add(j)), s0);
+                                s1 = $fma(c[1], $load(p[1].add(j)), s1);
+                                s0 = $fma(c[2], $load(p[2].add(j)), s0);
+                                s1 = $fma(c[3], $load(p[3].add(j)), s1);
+                                s0 = $fma(c[4], $load(p[4].add(j)), s0);
+                                s1 = $fma(c[5], $load(p[5].add(j)), s1);
+                                s0 = $fma(c[6], $load(p[6].add(j)), s0);
+                                s1 = $fma(c[7], $load(p[7].add(j)), s1);
+                                $st(pa.add(j), $add(s0, s1));
+                                j += L;
+                            }
+                        }
                         4 => {
-                            let (a0, a1, a2, a3) = (
-                                _mm256_set1_ps(a[0]),
-                                _mm256_set1_ps(a[1]),
-                                _mm256_set1_ps(a[2]),
-                                _mm256_set1_ps(a[3]),
-                            );
+                            let (a0, a1, a2, a3) =
+                                ($set1(a[0]), $set1(a[1]), $set1(a[2]), $set1(a[3]));
                             let (w0, w1, w2, w3) =
                                 (w[0].as_ptr(), w[1].as_ptr(), w[2].as_ptr(), w[3].as_ptr());
                             let mut j = 0;
                             while j < main {
                                 if j % LINE == 0 {
                                     for w in [w0, w1, w2, w3] {
-                                        prefetch(w.wrapping_add(j + AHEAD));
+                                        prefetch(w.wrapping_add(j + ahead));
                                     }
                                 }
-                                let mut s = _mm256_loadu_ps(pa.add(j));
-                                s = _mm256_fmadd_ps(a0, $load(w0.add(j)), s);
-                                s = _mm256_fmadd_ps(a1, $load(w1.add(j)), s);
-                                s = _mm256_fmadd_ps(a2, $load(w2.add(j)), s);
-                                s = _mm256_fmadd_ps(a3, $load(w3.add(j)), s);
-                                _mm256_storeu_ps(pa.add(j), s);
-                                j += 8;
+                                let mut s: $v = $ld(pa.add(j));
+                                s = $fma(a0, $load(w0.add(j)), s);
+                                s = $fma(a1, $load(w1.add(j)), s);
+                                s = $fma(a2, $load(w2.add(j)), s);
+                                s = $fma(a3, $load(w3.add(j)), s);
+                                $st(pa.add(j), s);
+                                j += L;
                             }
                         }
                         _ => {
                             for (t, row) in w.iter().enumerate() {
-                                let at = _mm256_set1_ps(a[t]);
+                                let at = $set1(a[t]);
                                 let pw = row.as_ptr();
                                 let mut j = 0;
                                 while j < main {
-                                    let s = _mm256_loadu_ps(pa.add(j));
-                                    _mm256_storeu_ps(
-                                        pa.add(j),
-                                        _mm256_fmadd_ps(at, $load(pw.add(j)), s),
-                                    );
-                                    j += 8;
+                                    if j % LINE == 0 {
+                                        prefetch(pw.wrapping_add(j + ahead));
+                                    }
+                                    let s = $ld(pa.add(j));
+                                    $st(pa.add(j), $fma(at, $load(pw.add(j)), s));
+                                    j += L;
                                 }
                             }
                         }
@@ -168,124 +313,299 @@ mod x86 {
                 }
             }
 
-            /// `Σ x[j]·w[j]`.
+            /// `Σ x[j]·w[j]` over the shorter of the two, prefetching `ahead` bytes ahead of `w`.
             #[target_feature(enable = $feat)]
-            pub unsafe fn $dot(x: &[f32], w: &[$t]) -> f32 {
-                // SAFETY: the caller checked the CPU features; every pointer read is at an index below the
-                // lengths the caller checked (see `check_axpy`; `dot` reads min(x.len(), w.len())).
+            pub unsafe fn $dot(x: &[f32], w: &[$t], ahead: usize) -> f32 {
+                // SAFETY: the caller checked the CPU features; every pointer read is below
+                // min(x.len(), w.len()).
                 unsafe {
                     const LINE: usize = 64 / std::mem::size_of::<$t>();
-                    const AHEAD: usize = PREFETCH / std::mem::size_of::<$t>();
+                    const L: usize = $lanes;
+                    let ahead = ahead / std::mem::size_of::<$t>();
                     let n = x.len().min(w.len());
-                    let main = n / 32 * 32;
+                    let main = n / (4 * L) * (4 * L);
                     let (px, pw) = (x.as_ptr(), w.as_ptr());
-                    let mut s0 = _mm256_setzero_ps();
-                    let mut s1 = _mm256_setzero_ps();
-                    let mut s2 = _mm256_setzero_ps();
-                    let mut s3 = _mm256_setzero_ps();
+                    let (mut s0, mut s1, mut s2, mut s3): ($v, $v, $v, $v) =
+                        ($zero(), $zero(), $zero(), $zero());
                     let mut j = 0;
                     while j < main {
-                        // 32 weights: one or two cache lines.
-                        prefetch(pw.wrapping_add(j + AHEAD));
-                        if LINE < 32 {
-                            prefetch(pw.wrapping_add(j + LINE + AHEAD));
+                        // 4·L weights: one to four cache lines.
+                        let mut l = 0;
+                        while l < 4 * L {
+                            prefetch(pw.wrapping_add(j + l + ahead));
+                            l += LINE;
                         }
-                        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(px.add(j)), $load(pw.add(j)), s0);
-                        s1 = _mm256_fmadd_ps(
-                            _mm256_loadu_ps(px.add(j + 8)),
-                            $load(pw.add(j + 8)),
-                            s1,
-                        );
-                        s2 = _mm256_fmadd_ps(
-                            _mm256_loadu_ps(px.add(j + 16)),
-                            $load(pw.add(j + 16)),
-                            s2,
-                        );
-                        s3 = _mm256_fmadd_ps(
-                            _mm256_loadu_ps(px.add(j + 24)),
-                            $load(pw.add(j + 24)),
-                            s3,
-                        );
-                        j += 32;
+                        s0 = $fma($ld(px.add(j)), $load(pw.add(j)), s0);
+                        s1 = $fma($ld(px.add(j + L)), $load(pw.add(j + L)), s1);
+                        s2 = $fma($ld(px.add(j + 2 * L)), $load(pw.add(j + 2 * L)), s2);
+                        s3 = $fma($ld(px.add(j + 3 * L)), $load(pw.add(j + 3 * L)), s3);
+                        j += 4 * L;
                     }
-                    let s = _mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3));
-                    let mut lanes = [0f32; 8];
-                    _mm256_storeu_ps(lanes.as_mut_ptr(), s);
-                    let mut t: f32 = lanes.iter().sum();
+                    let s = $add($add(s0, s1), $add(s2, s3));
+                    let mut t: f32 = $sum(s);
                     for j in main..n {
                         t += x[j] * $widen(w[j]);
                     }
                     t
                 }
             }
+
+            /// `[x·w[0], …, x·w[3]]` over `min(x.len(), w[r].len())` for each row `r`,
+            /// prefetching `ahead` bytes ahead of each row.
+            #[target_feature(enable = $feat)]
+            pub unsafe fn $dot4(x: &[f32], w: [&[$t]; 4], ahead: usize) -> [f32; 4] {
+                // SAFETY: the caller checked the CPU features; the vector loop reads below
+                // the shortest length of the five, and the tails below each row's own.
+                unsafe {
+                    const LINE: usize = 64 / std::mem::size_of::<$t>();
+                    const L: usize = $lanes;
+                    let ahead = ahead / std::mem::size_of::<$t>();
+                    let n = w.iter().fold(x.len(), |n, r| n.min(r.len()));
+                    let main = n / (2 * L) * (2 * L);
+                    let px = x.as_ptr();
+                    let p = w.map(|r| r.as_ptr());
+                    let mut s: [[$v; 2]; 4] = [[$zero(); 2]; 4];
+                    let mut j = 0;
+                    while j < main {
+                        // 2·L weights of each row: one or two cache lines.
+                        let mut l = 0;
+                        while l < 2 * L {
+                            for p in p {
+                                prefetch(p.wrapping_add(j + l + ahead));
+                            }
+                            l += LINE;
+                        }
+                        let (x0, x1) = ($ld(px.add(j)), $ld(px.add(j + L)));
+                        for r in 0..4 {
+                            s[r][0] = $fma(x0, $load(p[r].add(j)), s[r][0]);
+                            s[r][1] = $fma(x1, $load(p[r].add(j + L)), s[r][1]);
+                        }
+                        j += 2 * L;
+                    }
+                    let mut out = [0f32; 4];
+                    for r in 0..4 {
+                        let mut t: f32 = $sum($add(s[r][0], s[r][1]));
+                        let row = w[r];
+                        for j in main..x.len().min(row.len()) {
+                            t += x[j] * $widen(row[j]);
+                        }
+                        out[r] = t;
+                    }
+                    out
+                }
+            }
         };
     }
 
-    kernels!(axpy_f32, dot_f32, f32, load_f32, "avx2,fma", |w: f32| w);
+    /// The sum of an AVX register's 8 lanes.
+    #[inline(always)]
+    unsafe fn sum8(s: __m256) -> f32 {
+        let mut lanes = [0f32; 8];
+        // SAFETY: `lanes` holds 8 values.
+        unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), s) };
+        lanes.iter().sum()
+    }
+
+    /// The sum of an AVX-512 register's 16 lanes.
+    #[inline(always)]
+    unsafe fn sum16(s: __m512) -> f32 {
+        let mut lanes = [0f32; 16];
+        // SAFETY: `lanes` holds 16 values.
+        unsafe { _mm512_storeu_ps(lanes.as_mut_ptr(), s) };
+        lanes.iter().sum()
+    }
+
     kernels!(
-        axpy_f16,
-        dot_f16,
-        f16,
-        load_f16,
+        axpy8_f32,
+        dot8_f32,
+        dot4x8_f32,
+        f32,
+        load8_f32,
         "avx2,fma,f16c",
-        |w: f16| w.to_f32()
+        |w: f32| w,
+        __m256,
+        8,
+        _mm256_set1_ps,
+        _mm256_loadu_ps,
+        _mm256_storeu_ps,
+        _mm256_fmadd_ps,
+        _mm256_setzero_ps,
+        _mm256_add_ps,
+        |s| sum8(s)
+    );
+    kernels!(
+        axpy8_f16,
+        dot8_f16,
+        dot4x8_f16,
+        f16,
+        load8_f16,
+        "avx2,fma,f16c",
+        |w: f16| w.to_f32(),
+        __m256,
+        8,
+        _mm256_set1_ps,
+        _mm256_loadu_ps,
+        _mm256_storeu_ps,
+        _mm256_fmadd_ps,
+        _mm256_setzero_ps,
+        _mm256_add_ps,
+        |s| sum8(s)
+    );
+    kernels!(
+        axpy16_f32,
+        dot16_f32,
+        dot4x16_f32,
+        f32,
+        load16_f32,
+        "avx512f,avx2,fma,f16c",
+        |w: f32| w,
+        __m512,
+        16,
+        _mm512_set1_ps,
+        _mm512_loadu_ps,
+        _mm512_storeu_ps,
+        _mm512_fmadd_ps,
+        _mm512_setzero_ps,
+        _mm512_add_ps,
+        |s| sum16(s)
+    );
+    kernels!(
+        axpy16_f16,
+        dot16_f16,
+        dot4x16_f16,
+        f16,
+        load16_f16,
+        "avx512f,avx2,fma,f16c",
+        |w: f16| w.to_f32(),
+        __m512,
+        16,
+        _mm512_set1_ps,
+        _mm512_loadu_ps,
+        _mm512_storeu_ps,
+        _mm512_fmadd_ps,
+        _mm512_setzero_ps,
+        _mm512_add_ps,
+        |s| sum16(s)
     );
 
-    /// AVX2 + FMA (f32 kernels).
-    pub fn has_fma() -> bool {
-        is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
+    /// The features found, read once: 1 = AVX2 + FMA + F16C, 2 = AVX-512 F on top of those
+    /// (checked at every kernel call, so kept to one load).
+    fn level() -> u8 {
+        use std::sync::atomic::{AtomicU8, Ordering};
+        static LEVEL: AtomicU8 = AtomicU8::new(u8::MAX);
+        let l = LEVEL.load(Ordering::Relaxed);
+        if l != u8::MAX {
+            return l;
+        }
+        let avx2 = is_x86_feature_detected!("avx2")
+            && is_x86_feature_detected!("fma")
+            && is_x86_feature_detected!("f16c");
+        let l = match (avx2, is_x86_feature_detected!("avx512f")) {
+            (false, _) => 0,
+            (true, false) => 1,
+            (true, true) => 2,
+        };
+        LEVEL.store(l, Ordering::Relaxed);
+        l
     }
 
-    /// AVX2 + FMA + F16C (f16 kernels).
-    pub fn has_f16c() -> bool {
-        has_fma() && is_x86_feature_detected!("f16c")
+    /// AVX2 + FMA + F16C (the 8-lane kernels).
+    #[inline]
+    pub fn has_avx2() -> bool {
+        level() >= 1
+    }
+
+    /// AVX-512 F on top of those (the 16-lane kernels).
+    #[inline]
+    pub fn has_avx512() -> bool {
+        level() >= 2
     }
 }
 
-impl Weight for f32 {
-    fn axpy(acc: &mut [f32], a: &[f32], w: &[&[f32]]) {
-        check_axpy(acc, a, w);
-        #[cfg(target_arch = "x86_64")]
-        if x86::has_fma() {
-            // SAFETY: the CPU has the features the kernel was compiled for; every row of `w`
-            // is at least `acc.len()` long and `a` has a value per row (`check_axpy`).
-            return unsafe { x86::axpy_f32(acc, a, w) };
-        }
-        axpy_portable(acc, a, w, |w| w)
-    }
+/// The kernels of one weight type, per [`Isa`]. A variant the CPU does not run falls back to
+/// the next one it does (so no call can reach an instruction the CPU lacks).
+macro_rules! weight_impl {
+    ($t:ty, $axpy8:ident, $dot8:ident, $dot4x8:ident, $axpy16:ident, $dot16:ident,
+     $dot4x16:ident, $widen:expr) => {
+        impl Weight for $t {
+            fn axpy_with(isa: Isa, acc: &mut [f32], a: &[f32], w: &[&[$t]]) {
+                check_axpy(acc, a, w);
+                #[cfg(target_arch = "x86_64")]
+                {
+                    let ahead = prefetch_distance();
+                    if isa >= Isa::Avx512 && x86::has_avx512() {
+                        // SAFETY: the features were detected; every row of `w` is at least
+                        // `acc.len()` long and `a` has a value per row (`check_axpy`).
+                        return unsafe { x86::$axpy16(acc, a, w, ahead) };
+                    }
+                    if isa >= Isa::Avx2 && x86::has_avx2() {
+                        // SAFETY: as above.
+                        return unsafe { x86::$axpy8(acc, a, w, ahead) };
+                    }
+                }
+                let _ = isa;
+                axpy_portable(acc, a, w, $widen)
+            }
 
-    fn dot(x: &[f32], w: &[f32]) -> f32 {
-        #[cfg(target_arch = "x86_64")]
-        if x86::has_fma() {
-            // SAFETY: the features were detected; the kernel reads min(x.len(), w.len())
-            // elements of each.
-            return unsafe { x86::dot_f32(x, w) };
+            fn dot_with(isa: Isa, x: &[f32], w: &[$t]) -> f32 {
+                #[cfg(target_arch = "x86_64")]
+                {
+                    let ahead = prefetch_distance();
+                    if isa >= Isa::Avx512 && x86::has_avx512() {
+                        // SAFETY: the features were detected; the kernel reads
+                        // min(x.len(), w.len()) elements of each.
+                        return unsafe { x86::$dot16(x, w, ahead) };
+                    }
+                    if isa >= Isa::Avx2 && x86::has_avx2() {
+                        // SAFETY: as above.
+                        return unsafe { x86::$dot8(x, w, ahead) };
+                    }
+                }
+                let _ = isa;
+                dot_portable(x, w, $widen)
+            }
+
+            fn dot4_with(isa: Isa, x: &[f32], w: [&[$t]; 4]) -> [f32; 4] {
+                #[cfg(target_arch = "x86_64")]
+                {
+                    let ahead = prefetch_distance();
+                    if isa >= Isa::Avx512 && x86::has_avx512() {
+                        // SAFETY: the features were detected; the kernel reads within each
+                        // slice's length.
+                        return unsafe { x86::$dot4x16(x, w, ahead) };
+                    }
+                    if isa >= Isa::Avx2 && x86::has_avx2() {
+                        // SAFETY: as above.
+                        return unsafe { x86::$dot4x8(x, w, ahead) };
+                    }
+                }
+                let _ = isa;
+                w.map(|w| dot_portable(x, w, $widen))
+            }
         }
-        dot_portable(x, w, |w| w)
-    }
+    };
 }
 
-impl Weight for f16 {
-    fn axpy(acc: &mut [f32], a: &[f32], w: &[&[f16]]) {
-        check_axpy(acc, a, w);
-        #[cfg(target_arch = "x86_64")]
-        if x86::has_f16c() {
-            // SAFETY: the features were detected, and the lengths checked (`check_axpy`).
-            return unsafe { x86::axpy_f16(acc, a, w) };
-        }
-        axpy_portable(acc, a, w, f16::to_f32)
-    }
-
-    fn dot(x: &[f32], w: &[f16]) -> f32 {
-        #[cfg(target_arch = "x86_64")]
-        if x86::has_f16c() {
-            // SAFETY: the features were detected; the kernel reads min(x.len(), w.len())
-            // elements of each.
-            return unsafe { x86::dot_f16(x, w) };
-        }
-        dot_portable(x, w, f16::to_f32)
-    }
-}
+weight_impl!(
+    f32,
+    axpy8_f32,
+    dot8_f32,
+    dot4x8_f32,
+    axpy16_f32,
+    dot16_f32,
+    dot4x16_f32,
+    |w: f32| w
+);
+weight_impl!(
+    f16,
+    axpy8_f16,
+    dot8_f16,
+    dot4x8_f16,
+    axpy16_f16,
+    dot16_f16,
+    dot4x16_f16,
+    f16::to_f32
+);
 
 /// Column blocks: one or two per thread, multiples of 16 columns.
 fn blocks(n: usize) -> usize {
@@ -352,20 +672,25 @@ pub fn x_w<W: Weight>(x: &[f32], m: usize, k: usize, w: &[W], n: usize) -> Vec<f
     })
 }
 
-/// [`x_w`] for one row: each thread takes a band of whole rows of `w` (one contiguous
+/// [`x_w`] for one row: each task takes a band of whole rows of `w` (one contiguous
 /// stretch of memory, which the hardware prefetchers follow better than the column blocks'
 /// short segments: ~10% more bandwidth for f16 here) and the bands' partial sums are added.
+/// There are about eight bands per thread, handed out as the threads come free, so that a
+/// thread slowed down (by another guest on a shared host) does not hold the others up: with
+/// one band per thread the caller spent ~6% of a 2-thread f16 decode waiting for its helper
+/// at the ends of products, with four ~3%, with sixteen ~2% (perf).
 fn x_w_one_row<W: Weight>(x: &[f32], k: usize, w: &[W], n: usize) -> Vec<f32> {
     let threads = rayon::current_num_threads().max(1);
-    let band = (k.div_ceil(threads).div_ceil(4) * 4).max(4);
+    let bands = if threads == 1 { 1 } else { 8 * threads };
+    let band = (k.div_ceil(bands).div_ceil(8) * 8).max(8);
     // One partial sum per band, `[bands, n]`.
     let mut partial = vec![0f32; k.div_ceil(band) * n];
     super::team::for_each_chunk_mut(&mut partial, n, |b, acc| {
         let (i0, i1) = (b * band, ((b + 1) * band).min(k));
         let mut i = i0;
         while i < i1 {
-            let t = (i1 - i).min(4);
-            let rows: [&[W]; 4] = std::array::from_fn(|d| {
+            let t = (i1 - i).min(8);
+            let rows: [&[W]; 8] = std::array::from_fn(|d| {
                 let r = i + d.min(t - 1);
                 &w[r * n..(r + 1) * n]
             });
@@ -375,10 +700,10 @@ fn x_w_one_row<W: Weight>(x: &[f32], k: usize, w: &[W], n: usize) -> Vec<f32> {
     });
     let mut bands = partial.chunks(n.max(1));
     let mut out = bands.next().map_or_else(|| vec![0f32; n], <[f32]>::to_vec);
-    for b in bands {
-        for (o, v) in out.iter_mut().zip(b) {
-            *o += v;
-        }
+    // The other bands added four at a time, with the same vector kernel.
+    let rest: Vec<&[f32]> = bands.collect();
+    for group in rest.chunks(4) {
+        f32::axpy(&mut out, &[1.0; 4][..group.len()], group);
     }
     out
 }
@@ -394,26 +719,32 @@ pub fn x_et<W: Weight>(x: &[f32], m: usize, k: usize, e: &[W], n: usize) -> Vec<
     by_column_blocks(m, n, CHUNK, |v0, acc| {
         let len = acc.len() / m;
         if m == 1 {
-            // Rows are visited round-robin over the four quarters of each chunk: four
-            // sequential streams in flight per thread instead of one (measured ~1.5x the
-            // bandwidth here).
+            // Four rows at a time, one from each quarter of the chunk: four sequential
+            // streams in flight per thread instead of one (measured ~1.5x the bandwidth
+            // here), and each value of `x` loaded once for the four. The last pass clamps to
+            // the chunk's last row, which is then computed twice, to the same value.
             let quarter = len.div_ceil(4);
             for j in 0..quarter {
-                for part in 0..4 {
-                    let jj = part * quarter + j;
-                    if jj < len {
-                        let v = v0 + jj;
-                        acc[jj] = W::dot(x, &e[v * k..(v + 1) * k]);
-                    }
+                let jj: [usize; 4] = std::array::from_fn(|part| (part * quarter + j).min(len - 1));
+                let y = W::dot4(x, jj.map(|jj| &e[(v0 + jj) * k..(v0 + jj + 1) * k]));
+                for (jj, y) in jj.into_iter().zip(y) {
+                    acc[jj] = y;
                 }
             }
             return;
         }
-        // Several rows: each weight row once, for every activation row.
-        for j in 0..len {
-            let row = &e[(v0 + j) * k..(v0 + j + 1) * k];
+        // Several rows: each weight row once, for every activation row, four weight rows at
+        // a time with the same kernel as one row (each output's sum is then the same, bit for
+        // bit, as the one-row product's: a sequence decoded in a batch gets the logits it
+        // gets alone).
+        for j in (0..len).step_by(4) {
+            let jj: [usize; 4] = std::array::from_fn(|d| (j + d).min(len - 1));
+            let rows = jj.map(|jj| &e[(v0 + jj) * k..(v0 + jj + 1) * k]);
             for r in 0..m {
-                acc[r * len + j] = W::dot(&x[r * k..(r + 1) * k], row);
+                let y = W::dot4(&x[r * k..(r + 1) * k], rows);
+                for (jj, y) in jj.into_iter().zip(y) {
+                    acc[r * len + jj] = y;
+                }
             }
         }
     })
@@ -582,11 +913,11 @@ mod tests {
     #[test]
     fn kernels_refuse_mismatched_lengths() {
         let (acc, short, x) = (vec![0f32; 64], vec![1f32; 8], vec![1f32; 64]);
-        // Rows shorter than the output, too few coefficients, more than four rows.
+        // Rows shorter than the output, too few coefficients, more than eight rows.
         for (a, rows) in [
             (vec![1f32], vec![&short[..]]),
             (vec![], vec![&x[..]]),
-            (vec![1f32; 5], vec![&x[..]; 5]),
+            (vec![1f32; 9], vec![&x[..]; 9]),
         ] {
             let mut acc32 = acc.clone();
             assert!(catch_unwind(move || f32::axpy(&mut acc32, &a, &rows)).is_err());
@@ -603,6 +934,73 @@ mod tests {
         assert!(catch_unwind(|| x_w::<f32>(&[], big, big, &[], 0)).is_err());
         assert!(catch_unwind(|| x_et(&x, 1, 64, &short, 2)).is_err());
         assert!(catch_unwind(|| x_et::<f32>(&[], 0, big, &[], big)).is_err());
+    }
+
+    #[test]
+    fn every_kernel_variant_this_cpu_runs_gives_the_same_sums() {
+        let isas = Isa::available();
+        assert_eq!(isas[0], Isa::Portable);
+        assert!(isas.contains(&Isa::selected()));
+        // Lengths with every kind of tail (not a multiple of 8, 16 or 64), and the model's.
+        for n in (1..=70).chain([127, 768, 1000, 3072]) {
+            let x = values(n, 7);
+            let w = values(8 * n, 8);
+            let w16: Vec<f16> = w.iter().map(|&v| f16::from_f32(v)).collect();
+            let want32 = f32::dot_with(Isa::Portable, &x, &w[..n]);
+            let want16 = f16::dot_with(Isa::Portable, &x, &w16[..n]);
+            let rows32: Vec<&[f32]> = w.chunks(n).collect();
+            let rows16: Vec<&[f16]> = w16.chunks(n).collect();
+            for &isa in &isas {
+                // f32 rounding of sums in different orders, relative to their size.
+                let near = |got: f32, want: f32| {
+                    (got - want).abs() <= 1e-5 * (n as f32).sqrt() * (1.0 + want.abs())
+                };
+                let got = f32::dot_with(isa, &x, &w[..n]);
+                assert!(
+                    near(got, want32),
+                    "{isa:?} f32 dot n={n}: {got} vs {want32}"
+                );
+                let got = f16::dot_with(isa, &x, &w16[..n]);
+                assert!(
+                    near(got, want16),
+                    "{isa:?} f16 dot n={n}: {got} vs {want16}"
+                );
+                // Four rows at once, one of them shorter than `x`.
+                let short = n - n / 3;
+                let r32: [&[f32]; 4] = [rows32[0], &rows32[1][..short], rows32[2], rows32[3]];
+                let r16: [&[f16]; 4] = [rows16[0], &rows16[1][..short], rows16[2], rows16[3]];
+                let (got32, got16) = (f32::dot4_with(isa, &x, r32), f16::dot4_with(isa, &x, r16));
+                for r in 0..4 {
+                    let want = f32::dot_with(Isa::Portable, &x, r32[r]);
+                    assert!(
+                        near(got32[r], want),
+                        "{isa:?} f32 dot4 n={n} row {r}: {} vs {want}",
+                        got32[r]
+                    );
+                    let want = f16::dot_with(Isa::Portable, &x, r16[r]);
+                    assert!(
+                        near(got16[r], want),
+                        "{isa:?} f16 dot4 n={n} row {r}: {} vs {want}",
+                        got16[r]
+                    );
+                }
+                for t in 1..=8 {
+                    let a = &x[..t.min(n)];
+                    if a.len() < t {
+                        continue;
+                    }
+                    let base = values(n, 9);
+                    let (mut want, mut got) = (base.clone(), base.clone());
+                    f32::axpy_with(Isa::Portable, &mut want, a, &rows32[..t]);
+                    f32::axpy_with(isa, &mut got, a, &rows32[..t]);
+                    close(&got, &want, 1e-5);
+                    let (mut want, mut got) = (base.clone(), base);
+                    f16::axpy_with(Isa::Portable, &mut want, a, &rows16[..t]);
+                    f16::axpy_with(isa, &mut got, a, &rows16[..t]);
+                    close(&got, &want, 1e-5);
+                }
+            }
+        }
     }
 
     #[test]
