@@ -188,26 +188,14 @@ mod x86 {
     use half::f16;
     use std::arch::x86_64::*;
 
-    /// 8 weights from `p` as f32.
-    #[inline(always)]
-    unsafe fn load8_f32(p: *const f32) -> __m256 {
-        // SAFETY: the caller passes a pointer to 8 readable values.
-        unsafe { _mm256_loadu_ps(p) }
-    }
-
+    /// 8 f16 weights from `p` as f32 (f32 weights are loaded as they are).
     #[inline(always)]
     unsafe fn load8_f16(p: *const f16) -> __m256 {
         // SAFETY: the caller passes a pointer to 8 readable values.
         unsafe { _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i)) }
     }
 
-    /// 16 weights from `p` as f32 (AVX-512 F).
-    #[inline(always)]
-    unsafe fn load16_f32(p: *const f32) -> __m512 {
-        // SAFETY: the caller passes a pointer to 16 readable values.
-        unsafe { _mm512_loadu_ps(p) }
-    }
-
+    /// 16 f16 weights from `p` as f32 (AVX-512 F).
     #[inline(always)]
     unsafe fn load16_f16(p: *const f16) -> __m512 {
         // SAFETY: the caller passes a pointer to 16 readable values.
@@ -415,77 +403,79 @@ mod x86 {
         lanes.iter().sum()
     }
 
-    kernels!(
+    /// The kernels of one weight type with 8-lane AVX2 registers.
+    macro_rules! avx2_kernels {
+        ($axpy:ident, $dot:ident, $dot4:ident, $t:ty, $load:ident, $widen:expr) => {
+            kernels!(
+                $axpy,
+                $dot,
+                $dot4,
+                $t,
+                $load,
+                "avx2,fma,f16c",
+                $widen,
+                __m256,
+                8,
+                _mm256_set1_ps,
+                _mm256_loadu_ps,
+                _mm256_storeu_ps,
+                _mm256_fmadd_ps,
+                _mm256_setzero_ps,
+                _mm256_add_ps,
+                |s| sum8(s)
+            );
+        };
+    }
+
+    /// The kernels of one weight type with 16-lane AVX-512 registers.
+    macro_rules! avx512_kernels {
+        ($axpy:ident, $dot:ident, $dot4:ident, $t:ty, $load:ident, $widen:expr) => {
+            kernels!(
+                $axpy,
+                $dot,
+                $dot4,
+                $t,
+                $load,
+                "avx512f,avx2,fma,f16c",
+                $widen,
+                __m512,
+                16,
+                _mm512_set1_ps,
+                _mm512_loadu_ps,
+                _mm512_storeu_ps,
+                _mm512_fmadd_ps,
+                _mm512_setzero_ps,
+                _mm512_add_ps,
+                |s| sum16(s)
+            );
+        };
+    }
+
+    avx2_kernels!(
         axpy8_f32,
         dot8_f32,
         dot4x8_f32,
         f32,
-        load8_f32,
-        "avx2,fma,f16c",
-        |w: f32| w,
-        __m256,
-        8,
-        _mm256_set1_ps,
         _mm256_loadu_ps,
-        _mm256_storeu_ps,
-        _mm256_fmadd_ps,
-        _mm256_setzero_ps,
-        _mm256_add_ps,
-        |s| sum8(s)
+        |w: f32| w
     );
-    kernels!(
-        axpy8_f16,
-        dot8_f16,
-        dot4x8_f16,
-        f16,
-        load8_f16,
-        "avx2,fma,f16c",
-        |w: f16| w.to_f32(),
-        __m256,
-        8,
-        _mm256_set1_ps,
-        _mm256_loadu_ps,
-        _mm256_storeu_ps,
-        _mm256_fmadd_ps,
-        _mm256_setzero_ps,
-        _mm256_add_ps,
-        |s| sum8(s)
-    );
-    kernels!(
+    avx2_kernels!(axpy8_f16, dot8_f16, dot4x8_f16, f16, load8_f16, |w: f16| w
+        .to_f32());
+    avx512_kernels!(
         axpy16_f32,
         dot16_f32,
         dot4x16_f32,
         f32,
-        load16_f32,
-        "avx512f,avx2,fma,f16c",
-        |w: f32| w,
-        __m512,
-        16,
-        _mm512_set1_ps,
         _mm512_loadu_ps,
-        _mm512_storeu_ps,
-        _mm512_fmadd_ps,
-        _mm512_setzero_ps,
-        _mm512_add_ps,
-        |s| sum16(s)
+        |w: f32| w
     );
-    kernels!(
+    avx512_kernels!(
         axpy16_f16,
         dot16_f16,
         dot4x16_f16,
         f16,
         load16_f16,
-        "avx512f,avx2,fma,f16c",
-        |w: f16| w.to_f32(),
-        __m512,
-        16,
-        _mm512_set1_ps,
-        _mm512_loadu_ps,
-        _mm512_storeu_ps,
-        _mm512_fmadd_ps,
-        _mm512_setzero_ps,
-        _mm512_add_ps,
-        |s| sum16(s)
+        |w: f16| w.to_f32()
     );
 
     /// The features found, read once: 1 = AVX2 + FMA + F16C, 2 = AVX-512 F on top of those
@@ -522,6 +512,28 @@ mod x86 {
     }
 }
 
+/// Runs the widest kernel of the three that `isa` allows and the CPU has: `$wide`
+/// (AVX-512), `$narrow` (AVX2), else `$portable`.
+macro_rules! pick {
+    ($isa:expr, $wide:expr, $narrow:expr, $portable:expr) => {{
+        #[cfg(target_arch = "x86_64")]
+        {
+            if $isa >= Isa::Avx512 && x86::has_avx512() {
+                // SAFETY: the kernel's features were detected just above, and it reads only
+                // within the slices' lengths (`axpy` after `check_axpy`; `dot` and `dot4`
+                // within each operand).
+                return unsafe { $wide };
+            }
+            if $isa >= Isa::Avx2 && x86::has_avx2() {
+                // SAFETY: as above.
+                return unsafe { $narrow };
+            }
+        }
+        let _ = $isa;
+        $portable
+    }};
+}
+
 /// The kernels of one weight type, per [`Isa`]. A variant the CPU does not run falls back to
 /// the next one it does (so no call can reach an instruction the CPU lacks).
 macro_rules! weight_impl {
@@ -530,57 +542,30 @@ macro_rules! weight_impl {
         impl Weight for $t {
             fn axpy_with(isa: Isa, acc: &mut [f32], a: &[f32], w: &[&[$t]]) {
                 check_axpy(acc, a, w);
-                #[cfg(target_arch = "x86_64")]
-                {
-                    let ahead = prefetch_distance();
-                    if isa >= Isa::Avx512 && x86::has_avx512() {
-                        // SAFETY: the features were detected; every row of `w` is at least
-                        // `acc.len()` long and `a` has a value per row (`check_axpy`).
-                        return unsafe { x86::$axpy16(acc, a, w, ahead) };
-                    }
-                    if isa >= Isa::Avx2 && x86::has_avx2() {
-                        // SAFETY: as above.
-                        return unsafe { x86::$axpy8(acc, a, w, ahead) };
-                    }
-                }
-                let _ = isa;
-                axpy_portable(acc, a, w, $widen)
+                pick!(
+                    isa,
+                    x86::$axpy16(acc, a, w, prefetch_distance()),
+                    x86::$axpy8(acc, a, w, prefetch_distance()),
+                    axpy_portable(acc, a, w, $widen)
+                )
             }
 
             fn dot_with(isa: Isa, x: &[f32], w: &[$t]) -> f32 {
-                #[cfg(target_arch = "x86_64")]
-                {
-                    let ahead = prefetch_distance();
-                    if isa >= Isa::Avx512 && x86::has_avx512() {
-                        // SAFETY: the features were detected; the kernel reads
-                        // min(x.len(), w.len()) elements of each.
-                        return unsafe { x86::$dot16(x, w, ahead) };
-                    }
-                    if isa >= Isa::Avx2 && x86::has_avx2() {
-                        // SAFETY: as above.
-                        return unsafe { x86::$dot8(x, w, ahead) };
-                    }
-                }
-                let _ = isa;
-                dot_portable(x, w, $widen)
+                pick!(
+                    isa,
+                    x86::$dot16(x, w, prefetch_distance()),
+                    x86::$dot8(x, w, prefetch_distance()),
+                    dot_portable(x, w, $widen)
+                )
             }
 
             fn dot4_with(isa: Isa, x: &[f32], w: [&[$t]; 4]) -> [f32; 4] {
-                #[cfg(target_arch = "x86_64")]
-                {
-                    let ahead = prefetch_distance();
-                    if isa >= Isa::Avx512 && x86::has_avx512() {
-                        // SAFETY: the features were detected; the kernel reads within each
-                        // slice's length.
-                        return unsafe { x86::$dot4x16(x, w, ahead) };
-                    }
-                    if isa >= Isa::Avx2 && x86::has_avx2() {
-                        // SAFETY: as above.
-                        return unsafe { x86::$dot4x8(x, w, ahead) };
-                    }
-                }
-                let _ = isa;
-                w.map(|w| dot_portable(x, w, $widen))
+                pick!(
+                    isa,
+                    x86::$dot4x16(x, w, prefetch_distance()),
+                    x86::$dot4x8(x, w, prefetch_distance()),
+                    w.map(|w| dot_portable(x, w, $widen))
+                )
             }
         }
     };
