@@ -157,8 +157,8 @@ pub fn cpu_summary() -> String {
 /// what the decode kernels' weight streams are compared with (a decode step reads every
 /// weight once).
 pub fn read_bandwidth(threads: usize) -> f64 {
-    const WORDS: usize = 1 << 27; // 1 GiB of u64
-                                  // Distinct values, written once so that every page is really there.
+    // 1 GiB of u64: distinct values, written once so that every page is really there.
+    const WORDS: usize = 1 << 27;
     let buf: Vec<u64> = (0..WORDS as u64).collect();
     let share = WORDS.div_ceil(threads.max(1));
     let mut best = 0f64;

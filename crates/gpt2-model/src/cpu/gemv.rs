@@ -4,8 +4,8 @@
 //! speed at which the weights stream from memory. Candle's CPU gemm runs such a product as a
 //! gemv on one thread and reaches well under the machine's bandwidth; these kernels read each
 //! weight once per step for all rows, split the work over the threads (the decode team of
-//! `crate::team`), prefetch each weight stream ahead ([`prefetch_distance`]), and accumulate in f32 whatever the
-//! weight dtype (f16 weights are widened in registers):
+//! `crate::team`), prefetch each weight stream ahead ([`prefetch_distance`]), and accumulate
+//! in f32 whatever the weight dtype (f16 weights are widened in registers):
 //!
 //! - [`x_w`]: `x` `[m, k]` · `W` `[k, n]` (row-major `W`, as `Conv1D` stores it): for each
 //!   input `i`, `y[r, :] += x[r, i] · W[i, :]` over contiguous rows of `W`.
