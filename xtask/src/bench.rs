@@ -152,15 +152,18 @@ pub fn cpu_summary() -> String {
     )
 }
 
-/// The memory read bandwidth `threads` threads reach, in GB/s: each streams its share of a
-/// 1 GiB buffer (much larger than any cache) and sums it; the best of three passes. This is
-/// what the decode kernels' weight streams are compared with (a decode step reads every
-/// weight once).
-pub fn read_bandwidth(threads: usize) -> f64 {
-    // 1 GiB of u64: distinct values, written once so that every page is really there.
-    const WORDS: usize = 1 << 27;
-    let buf: Vec<u64> = (0..WORDS as u64).collect();
-    let share = WORDS.div_ceil(threads.max(1));
+/// 1 GiB of u64 for [`read_bandwidth`]: distinct values, written once so that every page is
+/// really there (made once per bench run, then read at every repetition).
+pub fn bandwidth_buffer() -> Vec<u64> {
+    (0..1u64 << 27).collect()
+}
+
+/// The memory read bandwidth `threads` threads reach, in GB/s: each streams its share of
+/// `buf` (much larger than any cache, see [`bandwidth_buffer`]) and sums it; the best of
+/// three passes. This is what the decode kernels' weight streams are compared with (a decode
+/// step reads every weight once).
+pub fn read_bandwidth(buf: &[u64], threads: usize) -> f64 {
+    let share = buf.len().div_ceil(threads.max(1)).max(1);
     let mut best = 0f64;
     for _ in 0..3 {
         let t = Instant::now();
@@ -186,7 +189,7 @@ pub fn read_bandwidth(threads: usize) -> f64 {
                 .fold(0u64, u64::wrapping_add)
         });
         std::hint::black_box(total);
-        best = best.max((WORDS * 8) as f64 / t.elapsed().as_secs_f64() / 1e9);
+        best = best.max(std::mem::size_of_val(buf) as f64 / t.elapsed().as_secs_f64() / 1e9);
     }
     best
 }
@@ -523,7 +526,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         return crate::serve_bench::run(&args, &gpt2);
     }
     println!("CPU: {}", cpu_summary());
-    let mut bandwidth = vec![read_bandwidth(args.threads)];
+    let probe = bandwidth_buffer();
+    let mut bandwidth = vec![read_bandwidth(&probe, args.threads)];
     println!(
         "cargo xtask bench: {} threads, greedy, {}-token prompt + {} new tokens (decode), \
          {}-token prompt (prefill), medians of {} runs, random weights",
@@ -571,7 +575,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 let (mut l_dv, mut l_pv) = (llama::Variant::AsAsked, llama::Variant::AsAsked);
                 for rep in 0..args.reps {
                     eprint!("\r{size} {dtype}: run {}/{}", rep + 1, args.reps);
-                    bandwidth.push(read_bandwidth(args.threads));
+                    bandwidth.push(read_bandwidth(&probe, args.threads));
                     let r = run_generate(&gpt2, &first_args)?;
                     first.push(r.first_byte_s);
                     let r = run_generate(&gpt2, &decode_args)?;
