@@ -499,6 +499,38 @@ mod x86 {
         l
     }
 
+    /// `dst[i] = src[i]` as f32, 8 values per instruction (F16C).
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn widen_avx2(src: &[f16], dst: &mut [f32]) {
+        let n = src.len().min(dst.len());
+        let main = n / 8 * 8;
+        // SAFETY: the caller checked the features; every index is below `n`.
+        unsafe {
+            for j in (0..main).step_by(8) {
+                _mm256_storeu_ps(dst.as_mut_ptr().add(j), load8_f16(src.as_ptr().add(j)));
+            }
+        }
+        for (d, s) in dst[main..n].iter_mut().zip(&src[main..n]) {
+            *d = s.to_f32();
+        }
+    }
+
+    /// `dst[i] = src[i]` as f32, 16 values per instruction (AVX-512 F).
+    #[target_feature(enable = "avx2,fma,f16c,avx512f")]
+    pub unsafe fn widen_avx512(src: &[f16], dst: &mut [f32]) {
+        let n = src.len().min(dst.len());
+        let main = n / 16 * 16;
+        // SAFETY: the caller checked the features; every index is below `n`.
+        unsafe {
+            for j in (0..main).step_by(16) {
+                _mm512_storeu_ps(dst.as_mut_ptr().add(j), load16_f16(src.as_ptr().add(j)));
+            }
+        }
+        for (d, s) in dst[main..n].iter_mut().zip(&src[main..n]) {
+            *d = s.to_f32();
+        }
+    }
+
     /// AVX2 + FMA + F16C (the 8-lane kernels).
     #[inline]
     pub fn has_avx2() -> bool {
@@ -735,6 +767,42 @@ pub fn x_et<W: Weight>(x: &[f32], m: usize, k: usize, e: &[W], n: usize) -> Vec<
     })
 }
 
+/// `dst[i] = src[i]` widened to f32, for `i` below the shorter length, with the widest
+/// conversion of [`Isa::selected`] (16 or 8 halves per instruction; a value at a time on
+/// other CPUs). Exact: every f16 is an f32.
+///
+/// ```
+/// # #[cfg(feature = "unstable-kernels")] {
+/// use gpt2_model::cpu::gemv::widen_f16;
+/// let src: Vec<half::f16> = (0..19).map(|i| half::f16::from_f32(i as f32 * 0.5)).collect();
+/// let mut dst = vec![0f32; 19];
+/// widen_f16(&src, &mut dst);
+/// assert_eq!(dst[18], 9.0);
+/// # }
+/// ```
+pub fn widen_f16(src: &[f16], dst: &mut [f32]) {
+    widen_f16_with(Isa::selected(), src, dst)
+}
+
+/// [`widen_f16`] with the conversion of `isa`, or of the best variant below it that this CPU
+/// runs.
+fn widen_f16_with(isa: Isa, src: &[f16], dst: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if isa >= Isa::Avx512 && x86::has_avx512() {
+            // SAFETY: the CPU has AVX-512 F (and the AVX2 set), checked just above.
+            return unsafe { x86::widen_avx512(src, dst) };
+        }
+        if isa >= Isa::Avx2 && x86::has_avx2() {
+            // SAFETY: the CPU has AVX2, FMA and F16C, checked just above.
+            return unsafe { x86::widen_avx2(src, dst) };
+        }
+    }
+    for (d, s) in dst.iter_mut().zip(src) {
+        *d = s.to_f32();
+    }
+}
+
 /// At most this many activation rows go through these kernels; more rows are a real gemm
 /// (candle's, which reuses each weight tile from cache for many rows): the crossover point,
 /// measured at the 124M shape with 2 threads (the kernels win for a 32-token prefill, the
@@ -919,6 +987,25 @@ mod tests {
         assert!(catch_unwind(|| x_w::<f32>(&[], big, big, &[], 0)).is_err());
         assert!(catch_unwind(|| x_et(&x, 1, 64, &short, 2)).is_err());
         assert!(catch_unwind(|| x_et::<f32>(&[], 0, big, &[], big)).is_err());
+    }
+
+    #[test]
+    fn every_widening_variant_gives_the_exact_values() {
+        // Every f16 bit pattern, NaNs included (compared as bits), at an odd length and
+        // offset so that the vector loops leave a remainder.
+        let src: Vec<f16> = (0..=u16::MAX).map(f16::from_bits).collect();
+        for isa in Isa::available() {
+            for (start, len) in [(0, src.len()), (3, 37), (1, 0)] {
+                let s = &src[start..start + len];
+                let mut dst = vec![0f32; len + 5];
+                widen_f16_with(isa, s, &mut dst);
+                for (h, d) in s.iter().zip(&dst) {
+                    assert_eq!(h.to_f32().to_bits(), d.to_bits(), "{isa:?} {h:?}");
+                }
+                // Nothing written past the shorter length.
+                assert!(dst[len..].iter().all(|&v| v == 0.0), "{isa:?}");
+            }
+        }
     }
 
     #[test]

@@ -100,6 +100,8 @@ pub fn softmax(scores: &Tensor, mask: Option<&Tensor>) -> Result<Option<Tensor>>
             fast_exp::vectorized(|| softmax_row(row, m));
         }
     });
+    // Several queries (a prefill): candle's product with the values follows, on rayon.
+    team::rest();
     Ok(Some(Tensor::from_vec(x, (b, h, s, l), scores.device())?))
 }
 

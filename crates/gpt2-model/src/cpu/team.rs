@@ -8,7 +8,9 @@
 //! after each loop, waiting for the next, and only then park, as llama.cpp's thread pool
 //! does. They are rayon's threads' stand-ins for decode: the loops that run here are the
 //! decode kernels ([`crate::q8`], [`crate::gemv`], decode attention); anything bigger (the
-//! prefill gemms, candle's own ops) still runs on rayon, whose workers sleep meanwhile.
+//! prefill gemms, candle's own ops) still runs on rayon, whose workers sleep meanwhile. The
+//! prefill gemms call [`rest`] first, so that the helpers park at once instead of spinning
+//! beside them after the last loop.
 //!
 //! The team has `rayon::current_num_threads() - 1` helpers (fixed at its first use), so the
 //! caller plus its helpers use as many cores as rayon would. It serves one loop at a time:
@@ -37,6 +39,16 @@ pub fn for_each(n: usize, f: impl Fn(usize) + Sync) {
             Some(team) => team.run(n, &f),
             None => (0..n).into_par_iter().for_each(&f),
         },
+    }
+}
+
+/// Tells the helpers to park now instead of spinning for the next loop: for the callers of
+/// a long computation on rayon's threads (a prefill's gemm), which a spinning helper would
+/// otherwise share a core with for up to [`SPIN`] (on two cores, half the machine). The
+/// next loop wakes them as usual.
+pub fn rest() {
+    if let Some(team) = TEAM.get().and_then(Option::as_ref) {
+        team.rest.store(true, Ordering::Relaxed);
     }
 }
 
@@ -85,10 +97,12 @@ fn wait_until(ready: impl Fn() -> bool) {
     }
 }
 
+/// The team (see [`team`]).
+static TEAM: OnceLock<Option<Team>> = OnceLock::new();
+
 /// The global team, started at first use; `None` with a single rayon thread or when the
 /// helper threads could not be spawned.
 fn team() -> Option<&'static Team> {
-    static TEAM: OnceLock<Option<Team>> = OnceLock::new();
     TEAM.get_or_init(|| Team::start(rayon::current_num_threads().saturating_sub(1)))
         .as_ref()
 }
@@ -133,6 +147,8 @@ struct Team {
     in_job: AtomicUsize,
     /// Helpers parked on `wake`.
     sleepers: AtomicUsize,
+    /// Set by [`rest`]: spinning helpers park at once. Cleared by the next loop.
+    rest: AtomicBool,
     park: Mutex<()>,
     wake: Condvar,
 }
@@ -149,6 +165,7 @@ impl Team {
             epoch: AtomicU64::new(0),
             in_job: AtomicUsize::new(0),
             sleepers: AtomicUsize::new(0),
+            rest: AtomicBool::new(false),
             park: Mutex::new(()),
             wake: Condvar::new(),
         };
@@ -190,6 +207,7 @@ impl Team {
             done: AtomicUsize::new(0),
             panicked: AtomicBool::new(false),
         };
+        self.rest.store(false, Ordering::Relaxed);
         self.job
             .store(&job as *const Job as *mut Job, Ordering::SeqCst);
         self.epoch.fetch_add(1, Ordering::SeqCst);
@@ -216,7 +234,9 @@ impl Team {
             while self.epoch.load(Ordering::SeqCst) == seen {
                 std::hint::spin_loop();
                 spins = spins.wrapping_add(1);
-                if spins.is_multiple_of(1024) && start.elapsed() > SPIN {
+                if spins.is_multiple_of(1024)
+                    && (self.rest.load(Ordering::Relaxed) || start.elapsed() > SPIN)
+                {
                     let mut g = self.park.lock().unwrap_or_else(|e| e.into_inner());
                     self.sleepers.fetch_add(1, Ordering::SeqCst);
                     while self.epoch.load(Ordering::SeqCst) == seen {
