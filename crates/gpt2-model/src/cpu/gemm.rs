@@ -8,7 +8,7 @@ use half::f16;
 pub use super::gemv::Layout;
 use super::gemv::{self, MAX_ROWS};
 use super::matrix::{Mapped, Slice};
-use super::q8::Q8Matrix;
+use super::q8::{self, Q8Matrix};
 use super::team;
 use crate::error::{ModelError, Result};
 
@@ -141,15 +141,9 @@ fn gemm_f16_panels(
     panel_values: usize,
 ) {
     use rayon::prelude::*;
-    gemm_panels(
-        x,
-        m,
-        k,
-        n,
-        layout,
-        out,
-        panel_values,
-        &|j0, p, buf| match layout {
+    gemm_panels(x, m, k, n, layout, out, panel_values, &|j0, p| {
+        let mut buf = vec![0f32; k * p];
+        match layout {
             // Columns j0..j0+p of each of w's k rows.
             Layout::RowMajor => buf
                 .par_chunks_mut(p.max(1))
@@ -162,18 +156,20 @@ fn gemm_f16_panels(
                 .zip(w[j0 * k..(j0 + p) * k].par_chunks(k.max(1)))
                 .with_min_len(16)
                 .for_each(|(o, h)| gemv::widen_f16(h, o)),
-        },
-    );
+        }
+        buf
+    });
 }
 
 /// `out` `[m, n]` = `x` `[m, k]` · `w`, where `w` is only available as f32 panels of
-/// columns of about `panel_values` values each ([`PANEL_VALUES`] in use): `fill(j0, p, buf)`
-/// writes columns `j0 .. j0 + p` of `w` into `buf` (`k·p` values), as `[k, p]` row-major for
+/// columns of about `panel_values` values each ([`PANEL_VALUES`] in use): `fill(j0, p)`
+/// returns columns `j0 .. j0 + p` of `w` (`k·p` values), as `[k, p]` row-major for
 /// `Layout::RowMajor` or as `[p, k]` row-major (rows `j0 ..` of `wᵀ`) for
-/// `Layout::Transposed`. One panel buffer serves every panel.
+/// `Layout::Transposed`.
 ///
 /// # Panics
-/// When `x` is not `m·k` values or `out` not `m·n` (the callers check their inputs first).
+/// When `x` is not `m·k` values, `out` not `m·n`, or a panel not `k·p` (the callers check
+/// their inputs first).
 #[allow(clippy::too_many_arguments)]
 fn gemm_panels(
     x: &[f32],
@@ -183,7 +179,7 @@ fn gemm_panels(
     layout: Layout,
     out: &mut [f32],
     panel_values: usize,
-    fill: &(dyn Fn(usize, usize, &mut [f32]) + Sync),
+    fill: &(dyn Fn(usize, usize) -> Vec<f32> + Sync),
 ) {
     assert!(
         Some(x.len()) == m.checked_mul(k) && Some(out.len()) == m.checked_mul(n),
@@ -195,11 +191,10 @@ fn gemm_panels(
     let most = (panel_values / k.max(1)).max(16);
     let panels = n.div_ceil(most).max(1);
     let width = n.div_ceil(panels).next_multiple_of(16).min(n).max(1);
-    let mut panel = vec![0f32; k * width];
     for j0 in (0..n).step_by(width) {
         let p = width.min(n - j0);
-        let buf = &mut panel[..k * p];
-        fill(j0, p, buf);
+        let buf = fill(j0, p);
+        assert_eq!(buf.len(), k * p, "gemm_panels: a panel of the wrong size");
         // The panel seen as [k, p]: (column stride, row stride). Every size here is at most
         // a slice's length, so within isize.
         let (cs, rs) = match layout {
@@ -209,7 +204,7 @@ fn gemm_panels(
         // SAFETY: `out[j0..]` holds the m rows of stride n from column j0 (`out` is m·n,
         // asserted above), of which the product writes p ≤ n − j0 columns; `x` is m·k
         // (asserted); `buf` is k·p values, which (cs, rs) address for i < k, c < p.
-        unsafe { gemm_raw(m, p, k, &mut out[j0..], n as isize, x, buf, cs, rs) };
+        unsafe { gemm_raw(m, p, k, &mut out[j0..], n as isize, x, &buf, cs, rs) };
     }
 }
 
@@ -296,12 +291,16 @@ pub fn q8_matmul(x: &Tensor, q: &Q8Matrix) -> Result<Tensor> {
         Layout::Transposed,
         &mut out,
         PANEL_VALUES,
-        &|j0, _p, buf| {
+        &|j0, p| {
             use rayon::prelude::*;
-            buf.par_chunks_mut(k.max(1))
-                .enumerate()
-                .with_min_len(16)
-                .for_each(|(t, o)| q.row_f32(j0 + t, o));
+            // Rows j0..j0+p, block by block: collected in place (no zeroed buffer first).
+            let nb = k / q8::BLOCK;
+            (0..p * nb)
+                .into_par_iter()
+                .with_min_len(256)
+                .map(|i| q.block_f32(j0 + i / nb, i % nb))
+                .collect::<Vec<[f32; q8::BLOCK]>>()
+                .into_flattened()
         },
     );
     Ok(Tensor::from_vec(out, (m, n), x.device())?)

@@ -197,6 +197,14 @@ impl Q8Matrix {
         }
     }
 
+    /// Block `b` of row `r` as f32 (`d · q`). `r < rows`, `b < k / BLOCK`.
+    pub fn block_f32(&self, r: usize, b: usize) -> [f32; BLOCK] {
+        let at = r * self.row_bytes() + b * BLOCK_BYTES;
+        let block = &self.blocks[at..at + BLOCK_BYTES];
+        let d = scale(block);
+        std::array::from_fn(|t| d * block[2 + t] as i8 as f32)
+    }
+
     /// The whole matrix as f32 `[rows, k]`.
     pub fn dequantize(&self) -> Vec<f32> {
         let mut out = vec![0f32; self.rows * self.k];
@@ -506,6 +514,20 @@ mod tests {
         let again = Q8Matrix::from_blocks(1, 32, b.to_vec()).expect("fits");
         assert_eq!(again.dequantize(), q.dequantize());
         assert!(Q8Matrix::from_blocks(2, 32, b.to_vec()).is_none());
+    }
+
+    #[test]
+    fn blocks_and_rows_dequantize_alike() {
+        let (rows, k) = (5, 96);
+        let w: Vec<f32> = (0..rows * k).map(|i| ((i * 13) % 41) as f32 / 9.0 - 2.0).collect();
+        let q = Q8Matrix::from_rows(&w, rows, k).expect("finite");
+        let mut row = vec![0f32; k];
+        for r in 0..rows {
+            q.row_f32(r, &mut row);
+            for b in 0..k / BLOCK {
+                assert_eq!(q.block_f32(r, b), row[b * BLOCK..(b + 1) * BLOCK], "{r} {b}");
+            }
+        }
     }
 
     #[test]
