@@ -822,7 +822,7 @@ pub enum Layout {
 /// weights, `m ≤ MAX_ROWS`, and `w` either row-major or the transpose of a row-major
 /// matrix. `None` when they do not (the caller runs candle's matmul). The result has `x`'s
 /// dtype (f32 activations with f16 weights give f32).
-pub fn matmul(x: &Tensor, w: &Tensor) -> Result<Option<Tensor>> {
+pub fn matmul(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Result<Option<Tensor>> {
     let (k, n) = w.dims2()?;
     if !w.device().is_cpu() || !matches!(w.dtype(), DType::F32 | DType::F16) {
         return Ok(None);
@@ -841,7 +841,7 @@ pub fn matmul(x: &Tensor, w: &Tensor) -> Result<Option<Tensor>> {
         Storage::Cpu(CpuStorage::F16(v)) => Slice::F16(&v[start..start + k * n]),
         _ => return Ok(None),
     };
-    matmul_slice(x, w, kind, k, n)
+    matmul_slice(x, w, kind, k, n, bias)
 }
 
 /// [`matmul`] on borrowed weights: `w` holds `[k, n]` row-major values
@@ -857,6 +857,7 @@ pub fn matmul_slice(
     layout: Layout,
     k: usize,
     n: usize,
+    bias: Option<&Tensor>,
 ) -> Result<Option<Tensor>> {
     let (m, k2) = x.dims2()?;
     if !x.device().is_cpu()
@@ -885,12 +886,65 @@ pub fn matmul_slice(
         Slice::F32(w) => run(layout, &xs, m, k, w, n),
         Slice::F16(w) => run(layout, &xs, m, k, w, n),
     };
-    let y = Tensor::from_vec(out, (m, n), x.device())?;
-    Ok(Some(if x.dtype() == DType::F32 {
+    Ok(Some(output(out, (m, n), x.dtype(), x.device(), bias)?))
+}
+
+/// The f32 values of a product, `[m, n]` row-major, as a tensor of `dtype` on `device`, plus
+/// `bias` (`[n]`) on every row. An f32 CPU bias outside any gradient graph is added to the
+/// values before they become a tensor (one pass over them, where a tensor op would allocate
+/// and dispatch: 48 of them per decode step at 124M); any other goes through candle's
+/// broadcast add. The sums are the same either way: `(x · W) + b` in f32.
+pub fn output(
+    mut out: Vec<f32>,
+    (m, n): (usize, usize),
+    dtype: DType,
+    device: &candle_core::Device,
+    bias: Option<&Tensor>,
+) -> Result<Tensor> {
+    let added = match bias {
+        Some(b) if dtype == DType::F32 => add_rows(&mut out, n, b),
+        _ => false,
+    };
+    let y = Tensor::from_vec(out, (m, n), device)?;
+    let y = if dtype == DType::F32 {
         y
     } else {
-        y.to_dtype(x.dtype())?
-    }))
+        y.to_dtype(dtype)?
+    };
+    match bias {
+        Some(_) if added => Ok(y),
+        _ => add_bias(y, bias),
+    }
+}
+
+/// `y + bias` (broadcast over the rows) with candle's ops; `y` itself without a bias.
+pub fn add_bias(y: Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+    Ok(match bias {
+        Some(b) => y.broadcast_add(b)?,
+        None => y,
+    })
+}
+
+/// `out[r·n + j] += b[j]` for a contiguous f32 CPU vector `b` of `n` values that records no
+/// backward op; `false` (and `out` untouched) for any other.
+fn add_rows(out: &mut [f32], n: usize, b: &Tensor) -> bool {
+    if b.dims() != [n] || b.track_op() || !out.len().is_multiple_of(n.max(1)) {
+        return false;
+    }
+    let (storage, layout) = b.storage_and_layout();
+    let Storage::Cpu(CpuStorage::F32(v)) = &*storage else {
+        return false;
+    };
+    let start = layout.start_offset();
+    let Some(b) = v.get(start..start + n).filter(|_| layout.is_contiguous()) else {
+        return false;
+    };
+    for row in out.chunks_mut(n.max(1)) {
+        for (o, b) in row.iter_mut().zip(b) {
+            *o += b;
+        }
+    }
+    true
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 //!
 //! The layers hold a `Matrix` and ask for a product; this type picks the kernel:
 //!
-//! | storage | `x · W` ([`Matrix::matmul`]) | `x · Wᵀ` ([`Matrix::matmul_t`], the tied head) |
+//! | storage | `x · W + b` ([`Matrix::affine`]) | `x · Wᵀ` ([`Matrix::matmul_t`], the tied head) |
 //! |---|---|---|
 //! | [`Matrix::Tensor`] (any device) | decode kernels for a few CPU rows, else candle's matmul | the same on `Wᵀ` (a strided view) |
 //! | [`Matrix::Mapped`] (f32/f16 in the mapped file) | decode kernels, else the `gemm` crate in place | the same, reading `W`'s rows |
@@ -202,29 +202,32 @@ impl Matrix {
         }
     }
 
-    /// `x` `[m, rows]` · `W` → `[m, cols]`, in `x`'s dtype (f32 for Q8_0 weights).
-    pub fn matmul(&self, x: &Tensor) -> Result<Tensor> {
+    /// `x` `[m, rows]` · `W` + `bias` (`[cols]`, added to every row; none for `x · W`) →
+    /// `[m, cols]`, in `x`'s dtype (f32 for Q8_0 weights): the `Conv1D` layers. Where the product is built in a buffer of its own (the CPU kernels
+    /// and gemms), an f32 bias is added there, before the buffer becomes a tensor; otherwise
+    /// with candle's broadcast add.
+    pub fn affine(&self, x: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
         match self {
-            Matrix::Tensor(w) => gemm::tensor_matmul(x, w),
-            Matrix::Mapped(w) => gemm::mapped_matmul(x, w, Layout::RowMajor),
+            Matrix::Tensor(w) => gemm::tensor_matmul(x, w, bias),
+            Matrix::Mapped(w) => gemm::mapped_matmul(x, w, Layout::RowMajor, bias),
             Matrix::Q8 {
                 blocks,
                 transposed: true,
-            } => gemm::q8_matmul(x, blocks),
-            Matrix::Q8 { .. } => gemm::tensor_matmul(x, &self.to_tensor(x.device())?),
+            } => gemm::q8_matmul(x, blocks, bias),
+            Matrix::Q8 { .. } => gemm::tensor_matmul(x, &self.to_tensor(x.device())?, bias),
         }
     }
 
     /// `x` `[m, cols]` · `Wᵀ` → `[m, rows]` (the tied LM head, `h · wteᵀ`).
     pub fn matmul_t(&self, x: &Tensor) -> Result<Tensor> {
         match self {
-            Matrix::Tensor(w) => gemm::tensor_matmul(x, &w.t()?),
-            Matrix::Mapped(w) => gemm::mapped_matmul(x, w, Layout::Transposed),
+            Matrix::Tensor(w) => gemm::tensor_matmul(x, &w.t()?, None),
+            Matrix::Mapped(w) => gemm::mapped_matmul(x, w, Layout::Transposed, None),
             Matrix::Q8 {
                 blocks,
                 transposed: false,
-            } => gemm::q8_matmul(x, blocks),
-            Matrix::Q8 { .. } => gemm::tensor_matmul(x, &self.to_tensor(x.device())?.t()?),
+            } => gemm::q8_matmul(x, blocks, None),
+            Matrix::Q8 { .. } => gemm::tensor_matmul(x, &self.to_tensor(x.device())?.t()?, None),
         }
     }
 
@@ -406,7 +409,7 @@ mod tests {
         };
         for m in [&tensor, &mapped] {
             assert_eq!(m.dims(), vec![rows, cols]);
-            close(&m.matmul(&x)?, &want, 1e-4)?;
+            close(&m.affine(&x, None)?, &want, 1e-4)?;
             close(&m.matmul_t(&xt)?, &want_t, 1e-4)?;
             let ids = Tensor::new(&[3u32, 0, 63], &dev)?;
             close(
@@ -423,9 +426,37 @@ mod tests {
             let deq = q.to_tensor(&dev)?;
             close(&deq, &w, 0.01)?;
             // |y| ~ 5 here; the activations' 8-bit rounding moves it by ~0.05.
-            close(&q.matmul(&x)?, &x.matmul(&deq)?, 0.25)?;
+            close(&q.affine(&x, None)?, &x.matmul(&deq)?, 0.25)?;
             close(&q.matmul_t(&xt)?, &xt.matmul(&deq.t()?)?, 0.25)?;
         }
+        // `affine` = the product plus the bias on every row, bit for bit, for the kernels'
+        // few rows and the gemm's many, with the bias added in place (f32) or by candle (a
+        // strided view, an f16 vector).
+        let q8 = tensor.to_q8(true, "w")?;
+        let b = Tensor::randn(0f32, 1.0, cols, &dev)?;
+        let strided = Tensor::randn(0f32, 1.0, (cols, 2), &dev)?
+            .narrow(1, 0, 1)?
+            .squeeze(1)?;
+        assert!(!strided.is_contiguous());
+        for m in [&tensor, &mapped, &q8] {
+            for n_rows in [1, 3, MAX_ROWS_FOR_TESTS + 6] {
+                let x = Tensor::randn(0f32, 1.0, (n_rows, rows), &dev)?;
+                let y = m.affine(&x, None)?;
+                for bias in [&b, &strided] {
+                    let got = m.affine(&x, Some(bias))?;
+                    assert_eq!(
+                        got.to_vec2::<f32>()?,
+                        y.broadcast_add(bias)?.to_vec2::<f32>()?
+                    );
+                }
+            }
+        }
+        // A bias of another dtype than the product is candle's to refuse.
+        let x = Tensor::randn(0f32, 1.0, (1, rows), &dev)?;
+        assert!(tensor.affine(&x, Some(&b.to_dtype(DType::F16)?)).is_err());
         Ok(())
     }
+
+    /// More rows than the decode kernels take.
+    const MAX_ROWS_FOR_TESTS: usize = super::super::gemv::MAX_ROWS;
 }

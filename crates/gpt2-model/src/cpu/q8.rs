@@ -519,13 +519,19 @@ mod tests {
     #[test]
     fn blocks_and_rows_dequantize_alike() {
         let (rows, k) = (5, 96);
-        let w: Vec<f32> = (0..rows * k).map(|i| ((i * 13) % 41) as f32 / 9.0 - 2.0).collect();
+        let w: Vec<f32> = (0..rows * k)
+            .map(|i| ((i * 13) % 41) as f32 / 9.0 - 2.0)
+            .collect();
         let q = Q8Matrix::from_rows(&w, rows, k).expect("finite");
         let mut row = vec![0f32; k];
         for r in 0..rows {
             q.row_f32(r, &mut row);
             for b in 0..k / BLOCK {
-                assert_eq!(q.block_f32(r, b), row[b * BLOCK..(b + 1) * BLOCK], "{r} {b}");
+                assert_eq!(
+                    q.block_f32(r, b),
+                    row[b * BLOCK..(b + 1) * BLOCK],
+                    "{r} {b}"
+                );
             }
         }
     }

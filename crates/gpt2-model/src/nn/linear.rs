@@ -62,9 +62,10 @@ impl Conv1D {
         let (n_in, n_out) = self.dims();
         let mut dims = x.dims().to_vec();
         let rows = x.elem_count() / n_in.max(1);
-        // [rows, in] · [in, out] → [rows, out]: one product whatever the leading dims.
-        let y = self.weight.matmul(&x.reshape((rows, n_in))?)?;
-        let y = y.broadcast_add(&self.bias)?;
+        // [rows, in] · [in, out] + [out] → [rows, out]: one product whatever the leading dims.
+        let y = self
+            .weight
+            .affine(&x.reshape((rows, n_in))?, Some(&self.bias))?;
         if let Some(last) = dims.last_mut() {
             *last = n_out;
         }
