@@ -412,7 +412,9 @@ mod tests {
         let deq = Tensor::from_vec(q.dequantize(), (n, k), &dev)?;
         // A decode's few rows (the blocked kernel) and a prefill's many (the panels).
         for m in [3, MAX_ROWS + 9] {
-            let xs: Vec<f32> = (0..m * k).map(|i| ((i * 7) % 19) as f32 / 6.0 - 1.5).collect();
+            let xs: Vec<f32> = (0..m * k)
+                .map(|i| ((i * 7) % 19) as f32 / 6.0 - 1.5)
+                .collect();
             let x = Tensor::from_vec(xs, (m, k), &dev)?;
             let got = q8_matmul(&x, &q, None)?;
             assert_eq!(got.dims(), &[m, n]);
@@ -421,7 +423,11 @@ mod tests {
             let scale = want.abs()?.max_all()?.to_scalar::<f32>()?;
             // The kernel rounds x to 8 bits too (steps of max|x|/127 per block); the gemm
             // takes it as it is.
-            let tol = if m <= MAX_ROWS { 0.02 * scale } else { 1e-5 * scale };
+            let tol = if m <= MAX_ROWS {
+                0.02 * scale
+            } else {
+                1e-5 * scale
+            };
             assert!(d < tol, "{m} rows: {d}");
         }
         Ok(())

@@ -692,6 +692,9 @@ pub fn x_w<W: Weight>(x: &[f32], m: usize, k: usize, w: &[W], n: usize) -> Vec<f
 /// [`x_w`] for one row: each task takes a band of whole rows of `w` (one contiguous
 /// stretch of memory, which the hardware prefetchers follow better than the column blocks'
 /// short segments: ~10% more bandwidth for f16 here) and the bands' partial sums are added.
+/// A band is read as eight sequential streams, one per eighth of it: against eight adjacent
+/// rows at a time, 124M decode went from 85 to 100 tok/s in f16 and from 50 to 54 in f32
+/// (Intel Xeon with AMX, 2 vCPUs, interleaved medians).
 /// There are about eight bands per thread, handed out as the threads come free, so that a
 /// thread slowed down (by another guest on a shared host) does not hold the others up: with
 /// one band per thread the caller spent ~6% of a 2-thread f16 decode waiting for its helper
@@ -704,15 +707,23 @@ fn x_w_one_row<W: Weight>(x: &[f32], k: usize, w: &[W], n: usize) -> Vec<f32> {
     let mut partial = vec![0f32; k.div_ceil(band) * n];
     super::team::for_each_chunk_mut(&mut partial, n, |b, acc| {
         let (i0, i1) = (b * band, ((b + 1) * band).min(k));
-        let mut i = i0;
-        while i < i1 {
-            let t = (i1 - i).min(8);
-            let rows: [&[W]; 8] = std::array::from_fn(|d| {
-                let r = i + d.min(t - 1);
-                &w[r * n..(r + 1) * n]
-            });
-            W::axpy(acc, &x[i..i + t], &rows[..t]);
-            i += t;
+        // Eight rows at a time, one from each eighth of the band: eight sequential streams
+        // through the band (rows one after the other would be eight streams of one row
+        // each, a few KiB, which the hardware prefetchers barely start on before they end).
+        let eighth = (i1 - i0).div_ceil(8);
+        for s in 0..eighth {
+            let mut rows: [&[W]; 8] = [&w[..0]; 8];
+            let mut a = [0f32; 8];
+            let mut t = 0;
+            for d in 0..8 {
+                let r = i0 + d * eighth + s;
+                if r < i1 {
+                    rows[t] = &w[r * n..(r + 1) * n];
+                    a[t] = x[r];
+                    t += 1;
+                }
+            }
+            W::axpy(acc, &a[..t], &rows[..t]);
         }
     });
     let mut bands = partial.chunks(n.max(1));
