@@ -12,7 +12,8 @@ use super::q8::{self, Q8Matrix};
 use super::team;
 use crate::error::{ModelError, Result};
 
-/// `x` `[rows, in]` · `w` `[in, out]` (any strides, e.g. `wteᵀ`) for a tensor `w`.
+/// `x` `[rows, in]` · `w` `[in, out]` (any strides, e.g. `wteᵀ`) for a tensor `w`, plus
+/// `bias` `[out]` on every row when given.
 ///
 /// Candle's CPU gemm runs a one-row product (a decode step) as a single-threaded gemv that
 /// reaches well under the memory bandwidth; up to [`MAX_ROWS`] rows on the CPU go to the
@@ -36,7 +37,8 @@ pub fn tensor_matmul(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Result<Te
 }
 
 /// `x` `[rows, k]` · a mapped `[k, n]` matrix (`Layout::RowMajor`) or the transpose of a
-/// mapped `[n, k]` one (`Layout::Transposed`), in place: the decode kernels for a few rows,
+/// mapped `[n, k]` one (`Layout::Transposed`), plus `bias` `[n]` on every row when given, the
+/// weights read in place: the decode kernels for a few rows,
 /// the `gemm` crate (candle's CPU gemm) for more, f16 weights widened a panel at a time (see
 /// [`gemm_slice`]). The result has `x`'s dtype.
 pub fn mapped_matmul(
@@ -258,7 +260,8 @@ unsafe fn gemm_raw(
     }
 }
 
-/// `x` `[m, k]` · `qᵀ` for a Q8_0 matrix `q` `[n, k]` → `[m, n]` (f32): the blocked kernel for
+/// `x` `[m, k]` · `qᵀ` for a Q8_0 matrix `q` `[n, k]`, plus `bias` `[n]` on every row when
+/// given → `[m, n]` (f32): the blocked kernel for
 /// a few rows; for more (a prefill), the `gemm` crate on panels of rows dequantized to f32 in
 /// turn (no f32 copy of the whole matrix).
 pub fn q8_matmul(x: &Tensor, q: &Q8Matrix, bias: Option<&Tensor>) -> Result<Tensor> {

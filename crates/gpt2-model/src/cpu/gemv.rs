@@ -499,37 +499,35 @@ mod x86 {
         l
     }
 
-    /// `dst[i] = src[i]` as f32, 8 values per instruction (F16C).
-    #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn widen_avx2(src: &[f16], dst: &mut [f32]) {
-        let n = src.len().min(dst.len());
-        let main = n / 8 * 8;
-        // SAFETY: the caller checked the features; every index is below `n`.
-        unsafe {
-            for j in (0..main).step_by(8) {
-                _mm256_storeu_ps(dst.as_mut_ptr().add(j), load8_f16(src.as_ptr().add(j)));
+    /// `dst[i] = src[i]` as f32 for `i` below the shorter length, `$lanes` values per
+    /// instruction with `$load` and `$store`.
+    macro_rules! widen {
+        ($name:ident, $feat:literal, $lanes:literal, $load:ident, $store:ident) => {
+            #[target_feature(enable = $feat)]
+            pub unsafe fn $name(src: &[f16], dst: &mut [f32]) {
+                let n = src.len().min(dst.len());
+                let main = n / $lanes * $lanes;
+                // SAFETY: the caller checked the features; every index is below `n`.
+                unsafe {
+                    for j in (0..main).step_by($lanes) {
+                        $store(dst.as_mut_ptr().add(j), $load(src.as_ptr().add(j)));
+                    }
+                }
+                for (d, s) in dst[main..n].iter_mut().zip(&src[main..n]) {
+                    *d = s.to_f32();
+                }
             }
-        }
-        for (d, s) in dst[main..n].iter_mut().zip(&src[main..n]) {
-            *d = s.to_f32();
-        }
+        };
     }
 
-    /// `dst[i] = src[i]` as f32, 16 values per instruction (AVX-512 F).
-    #[target_feature(enable = "avx2,fma,f16c,avx512f")]
-    pub unsafe fn widen_avx512(src: &[f16], dst: &mut [f32]) {
-        let n = src.len().min(dst.len());
-        let main = n / 16 * 16;
-        // SAFETY: the caller checked the features; every index is below `n`.
-        unsafe {
-            for j in (0..main).step_by(16) {
-                _mm512_storeu_ps(dst.as_mut_ptr().add(j), load16_f16(src.as_ptr().add(j)));
-            }
-        }
-        for (d, s) in dst[main..n].iter_mut().zip(&src[main..n]) {
-            *d = s.to_f32();
-        }
-    }
+    widen!(widen_avx2, "avx2,fma,f16c", 8, load8_f16, _mm256_storeu_ps);
+    widen!(
+        widen_avx512,
+        "avx2,fma,f16c,avx512f",
+        16,
+        load16_f16,
+        _mm512_storeu_ps
+    );
 
     /// AVX2 + FMA + F16C (the 8-lane kernels).
     #[inline]
@@ -693,7 +691,7 @@ pub fn x_w<W: Weight>(x: &[f32], m: usize, k: usize, w: &[W], n: usize) -> Vec<f
 /// stretch of memory, which the hardware prefetchers follow better than the column blocks'
 /// short segments: ~10% more bandwidth for f16 here) and the bands' partial sums are added.
 /// A band is read as eight sequential streams, one per eighth of it: against eight adjacent
-/// rows at a time, 124M decode went from 85 to 100 tok/s in f16 and from 50 to 54 in f32
+/// rows at a time, 124M decode went from 80 to 94 tok/s in f16 and from 49 to 54 in f32
 /// (Intel Xeon with AMX, 2 vCPUs, interleaved medians).
 /// There are about eight bands per thread, handed out as the threads come free, so that a
 /// thread slowed down (by another guest on a shared host) does not hold the others up: with
@@ -832,7 +830,8 @@ pub enum Layout {
 /// `x` `[m, k]` · `w` `[k, n]` with these kernels when they apply: CPU tensors, f32 or f16
 /// weights, `m ≤ MAX_ROWS`, and `w` either row-major or the transpose of a row-major
 /// matrix. `None` when they do not (the caller runs candle's matmul). The result has `x`'s
-/// dtype (f32 activations with f16 weights give f32).
+/// dtype (f32 activations with f16 weights give f32), with `bias` (`[n]`) added to every
+/// row when given (see [`output`]).
 pub fn matmul(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Result<Option<Tensor>> {
     let (k, n) = w.dims2()?;
     if !w.device().is_cpu() || !matches!(w.dtype(), DType::F32 | DType::F16) {
