@@ -2,14 +2,14 @@
 //! of [`gemv`](super::gemv) / [`q8`](super::q8) for a few rows, and a real gemm (candle's,
 //! or the `gemm` crate on mapped values) for more.
 
-use candle_core::{DType, Tensor};
+use candle_core::{CpuStorage, DType, Storage, Tensor};
 use half::f16;
 
 pub use super::gemv::Layout;
 use super::gemv::{self, MAX_ROWS};
 use super::matrix::{Mapped, Slice};
 use super::q8::{self, Q8Matrix};
-use super::team;
+use super::{fast_exp, team};
 use crate::error::{ModelError, Result};
 
 /// `x` `[rows, in]` · `w` `[in, out]` (any strides, e.g. `wteᵀ`) for a tensor `w`, plus
@@ -63,9 +63,25 @@ pub fn mapped_matmul(
             found: format!("shape {:?}", x.dims()),
         });
     }
-    let xs: Vec<f32> = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
-    let y = gemm_slice(&xs, m, k, w.slice(), layout, n)?;
+    let y = with_f32_values(x, |xs| gemm_slice(xs, m, k, w.slice(), layout, n))?;
     gemv::output(y, (m, n), x.dtype(), x.device(), bias)
+}
+
+/// `f` on `x`'s values as f32, row-major: its own storage when `x` is a contiguous f32 CPU
+/// tensor (a prefill's activations are megabytes, copied once per product otherwise), else a
+/// converted copy.
+fn with_f32_values<T>(x: &Tensor, f: impl FnOnce(&[f32]) -> Result<T>) -> Result<T> {
+    if x.dtype() == DType::F32 && x.is_contiguous() {
+        let (storage, layout) = x.storage_and_layout();
+        if let Storage::Cpu(CpuStorage::F32(v)) = &*storage {
+            let start = layout.start_offset();
+            if let Some(xs) = v.get(start..start + x.elem_count()) {
+                return f(xs);
+            }
+        }
+    }
+    let xs: Vec<f32> = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
+    f(&xs)
 }
 
 /// About the most f32 values in one panel of [`gemm_slice`]'s f16 and [`q8_matmul`]'s paths
@@ -286,28 +302,31 @@ pub fn q8_matmul(x: &Tensor, q: &Q8Matrix, bias: Option<&Tensor>) -> Result<Tens
         });
     };
     team::rest();
-    let xs: Vec<f32> = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
     let mut out = vec![0f32; mn];
-    gemm_panels(
-        &xs,
-        m,
-        k,
-        n,
-        Layout::Transposed,
-        &mut out,
-        PANEL_VALUES,
-        &|j0, p| {
-            use rayon::prelude::*;
-            // Rows j0..j0+p, block by block: collected in place (no zeroed buffer first).
-            let nb = k / q8::BLOCK;
-            (0..p * nb)
-                .into_par_iter()
-                .with_min_len(256)
-                .map(|i| q.block_f32(j0 + i / nb, i % nb))
-                .collect::<Vec<[f32; q8::BLOCK]>>()
-                .into_flattened()
-        },
-    );
+    with_f32_values(x, |xs| {
+        gemm_panels(
+            xs,
+            m,
+            k,
+            n,
+            Layout::Transposed,
+            &mut out,
+            PANEL_VALUES,
+            &|j0, p| {
+                use rayon::prelude::*;
+                // Rows j0..j0+p, block by block: collected in place (no zeroed buffer
+                // first), each block's conversion vectorized.
+                let nb = k / q8::BLOCK;
+                (0..p * nb)
+                    .into_par_iter()
+                    .with_min_len(256)
+                    .map(|i| fast_exp::vectorized(|| q.block_f32(j0 + i / nb, i % nb)))
+                    .collect::<Vec<[f32; q8::BLOCK]>>()
+                    .into_flattened()
+            },
+        );
+        Ok(())
+    })?;
     gemv::output(out, (m, n), DType::F32, x.device(), bias)
 }
 

@@ -198,6 +198,7 @@ impl Q8Matrix {
     }
 
     /// Block `b` of row `r` as f32 (`d · q`). `r < rows`, `b < k / BLOCK`.
+    #[inline(always)]
     pub fn block_f32(&self, r: usize, b: usize) -> [f32; BLOCK] {
         let at = r * self.row_bytes() + b * BLOCK_BYTES;
         let block = &self.blocks[at..at + BLOCK_BYTES];
