@@ -305,6 +305,28 @@ mod tests {
     }
 
     #[test]
+    fn loops_after_a_rest_still_run_on_every_index() {
+        for round in 0..50 {
+            let hits: Vec<AtomicUsize> = (0..16).map(|_| AtomicUsize::new(0)).collect();
+            for_each(16, |i| {
+                hits[i].fetch_add(1, Ordering::Relaxed);
+            });
+            // Parked at once, or (when the call lands while they spin) on their way to it.
+            rest();
+            if round % 7 == 0 {
+                std::thread::sleep(Duration::from_micros(200));
+            }
+            for_each(16, |i| {
+                hits[i].fetch_add(1, Ordering::Relaxed);
+            });
+            assert!(
+                hits.iter().all(|h| h.load(Ordering::Relaxed) == 2),
+                "{round}"
+            );
+        }
+    }
+
+    #[test]
     fn loops_after_the_helpers_park_still_run() {
         let sum = AtomicUsize::new(0);
         for_each(4, |i| {
