@@ -23,7 +23,7 @@ struct Products<W> {
     wte: Vec<W>,
 }
 
-impl<W: Weight + Copy> Products<W> {
+impl<W: Weight> Products<W> {
     fn new(c: &Config, cast: impl Fn(f32) -> W) -> Self {
         let e = c.n_embd;
         let mk = |n: usize, s: usize| -> Vec<W> {

@@ -39,7 +39,7 @@ pub fn exp_or_zero(x: f32) -> f32 {
 }
 
 /// Runs `f` compiled for AVX2 where the CPU has it (x86-64), else as it is: for loops of
-/// [`exp_f32`] to be vectorized 8 wide. `f` must give the same numbers either way (no fused
+/// [`exp_f32`] (and other plain loops, such as Q8_0 dequantization) to be vectorized 8 wide. `f` must give the same numbers either way (no fused
 /// multiply-adds are involved: Rust never contracts `a * b + c`).
 #[inline(always)]
 pub fn vectorized<R>(f: impl FnOnce() -> R) -> R {

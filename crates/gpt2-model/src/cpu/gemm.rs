@@ -2,11 +2,11 @@
 //! of [`gemv`](super::gemv) / [`q8`](super::q8) for a few rows, and a real gemm (candle's,
 //! or the `gemm` crate on mapped values) for more.
 
-use candle_core::{CpuStorage, DType, Storage, Tensor};
+use candle_core::{DType, Tensor};
 use half::f16;
 
 pub use super::gemv::Layout;
-use super::gemv::{self, MAX_ROWS};
+use super::gemv::{self, with_f32_values, MAX_ROWS};
 use super::matrix::{Mapped, Slice};
 use super::q8::{self, Q8Matrix};
 use super::{fast_exp, team};
@@ -26,10 +26,18 @@ pub fn tensor_matmul(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Result<Te
     if let Some(y) = gemv::matmul(x, w, bias)? {
         return Ok(y);
     }
+    // More rows than the kernels take (a prefill) of f32 activations on the CPU: the `gemm`
+    // crate on the tensor's values in place, as for mapped weights (f16 widened in panels).
+    if x.device().is_cpu() && x.dtype() == DType::F32 {
+        let y = gemv::with_weight_values(w, |w, layout, k, n| {
+            slice_matmul(x, w, layout, k, n, bias).map(Some)
+        })?;
+        if let Some(y) = y {
+            return Ok(y);
+        }
+    }
     // A gemm on rayon's threads: the decode team's helpers park meanwhile.
     team::rest();
-    // f16 weights with f32 activations (the CPU's f16 models), more rows than the kernels
-    // take (a prefill): widen the weights for candle's f32 gemm.
     if x.dtype() != w.dtype() {
         return gemv::add_bias(x.matmul(&w.to_dtype(x.dtype())?)?, bias);
     }
@@ -55,7 +63,19 @@ pub fn mapped_matmul(
     if let Some(y) = gemv::matmul_slice(x, w.slice(), layout, k, n, bias)? {
         return Ok(y);
     }
-    team::rest();
+    slice_matmul(x, w.slice(), layout, k, n, bias)
+}
+
+/// `x` `[m, k]` · `w` (`[k, n]` values, or the transpose of `[n, k]` ones) + `bias` with the
+/// `gemm` crate ([`gemm_slice`]); the result has `x`'s dtype.
+fn slice_matmul(
+    x: &Tensor,
+    w: Slice<'_>,
+    layout: Layout,
+    k: usize,
+    n: usize,
+    bias: Option<&Tensor>,
+) -> Result<Tensor> {
     let (m, k2) = x.dims2()?;
     if k2 != k {
         return Err(ModelError::BadInput {
@@ -63,31 +83,14 @@ pub fn mapped_matmul(
             found: format!("shape {:?}", x.dims()),
         });
     }
-    let y = with_f32_values(x, |xs| gemm_slice(xs, m, k, w.slice(), layout, n))?;
+    let y = with_f32_values(x, |xs| gemm_slice(xs, m, k, w, layout, n))?;
     gemv::output(y, (m, n), x.dtype(), x.device(), bias)
-}
-
-/// `f` on `x`'s values as f32, row-major: its own storage when `x` is a contiguous f32 CPU
-/// tensor (a prefill's activations are megabytes, copied once per product otherwise), else a
-/// converted copy.
-fn with_f32_values<T>(x: &Tensor, f: impl FnOnce(&[f32]) -> Result<T>) -> Result<T> {
-    if x.dtype() == DType::F32 && x.is_contiguous() {
-        let (storage, layout) = x.storage_and_layout();
-        if let Storage::Cpu(CpuStorage::F32(v)) = &*storage {
-            let start = layout.start_offset();
-            if let Some(xs) = v.get(start..start + x.elem_count()) {
-                return f(xs);
-            }
-        }
-    }
-    let xs: Vec<f32> = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
-    f(&xs)
 }
 
 /// About the most f32 values in one panel of [`gemm_slice`]'s f16 and [`q8_matmul`]'s paths
 /// (16 MiB): every matrix of the 124M and 355M shapes in one panel, one gemm call each (the
-/// gemm packs the activations again at every call: panels of 512 columns were ~5% slower at
-/// 124M), while the temporary stays bounded at the larger shapes (1558M's `c_fc` is 41 MB of
+/// gemm packs the activations again at every call: panels of 512 columns made a 124M q8_0
+/// prefill ~5% slower, f16 ~1%), while the temporary stays bounded at the larger shapes (1558M's `c_fc` is 41 MB of
 /// f32, three panels).
 const PANEL_VALUES: usize = 4 << 20;
 
@@ -98,9 +101,10 @@ const PANEL_VALUES: usize = 4 << 20;
 ///
 /// f32 weights are read in place. f16 weights are widened to f32 one panel of columns (of
 /// about [`PANEL_VALUES`] values) at a time, in parallel, 16 or 8 halves per instruction
-/// ([`gemv::widen_f16`]), and each panel is multiplied as soon as it is widened. Widening
-/// each whole matrix value by value on one thread cost a 512-token f16 prefill about a sixth
-/// of its time.
+/// ([`gemv::widen_f16`]), and each panel is multiplied as soon as it is widened. (Each whole
+/// matrix was widened value by value on one thread before: with the decode team parking
+/// before the gemm, which came in the same change, a 512-token f16 prefill went from 631 to
+/// 763 tok/s.)
 pub fn gemm_slice(
     x: &[f32],
     m: usize,
@@ -289,8 +293,7 @@ pub fn q8_matmul(x: &Tensor, q: &Q8Matrix, bias: Option<&Tensor>) -> Result<Tens
         });
     }
     if m <= MAX_ROWS {
-        let xs: Vec<f32> = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
-        let y = q.matmul_t(&xs, m);
+        let y = with_f32_values(x, |xs| Ok(q.matmul_t(xs, m)))?;
         return gemv::output(y, (m, q.rows()), DType::F32, x.device(), bias);
     }
     // More rows (a prefill): a gemm on panels of dequantized rows, as for f16 weights.

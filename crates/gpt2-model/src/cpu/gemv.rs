@@ -833,6 +833,16 @@ pub enum Layout {
 /// dtype (f32 activations with f16 weights give f32), with `bias` (`[n]`) added to every
 /// row when given (see [`output`]).
 pub fn matmul(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Result<Option<Tensor>> {
+    with_weight_values(w, |w, kind, k, n| matmul_slice(x, w, kind, k, n, bias))
+}
+
+/// `f(values, layout, k, n)` on the values of `w` `[k, n]`, read in place, when it is a CPU
+/// f32/f16 tensor stored row-major ([`Layout::RowMajor`]) or as the transpose of a row-major
+/// `[n, k]` one ([`Layout::Transposed`], e.g. `wteᵀ`); `None` for any other tensor.
+pub fn with_weight_values<T>(
+    w: &Tensor,
+    f: impl FnOnce(Slice<'_>, Layout, usize, usize) -> Result<Option<T>>,
+) -> Result<Option<T>> {
     let (k, n) = w.dims2()?;
     if !w.device().is_cpu() || !matches!(w.dtype(), DType::F32 | DType::F16) {
         return Ok(None);
@@ -851,7 +861,24 @@ pub fn matmul(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Result<Option<Te
         Storage::Cpu(CpuStorage::F16(v)) => Slice::F16(&v[start..start + k * n]),
         _ => return Ok(None),
     };
-    matmul_slice(x, w, kind, k, n, bias)
+    f(w, kind, k, n)
+}
+
+/// `f` on `x`'s values as f32, row-major: its own storage when `x` is a contiguous f32 CPU
+/// tensor (a prefill's activations are megabytes, copied once per product otherwise), else a
+/// converted copy.
+pub fn with_f32_values<T>(x: &Tensor, f: impl FnOnce(&[f32]) -> Result<T>) -> Result<T> {
+    if x.dtype() == DType::F32 && x.is_contiguous() {
+        let (storage, layout) = x.storage_and_layout();
+        if let Storage::Cpu(CpuStorage::F32(v)) = &*storage {
+            let start = layout.start_offset();
+            if let Some(xs) = v.get(start..start + x.elem_count()) {
+                return f(xs);
+            }
+        }
+    }
+    let xs: Vec<f32> = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
+    f(&xs)
 }
 
 /// [`matmul`] on borrowed weights: `w` holds `[k, n]` row-major values
@@ -878,7 +905,6 @@ pub fn matmul_slice(
     {
         return Ok(None);
     }
-    let xs: Vec<f32> = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
     fn run<W: Weight>(
         layout: Layout,
         xs: &[f32],
@@ -892,10 +918,12 @@ pub fn matmul_slice(
             Layout::Transposed => x_et(xs, m, k, w, n),
         }
     }
-    let out = match w {
-        Slice::F32(w) => run(layout, &xs, m, k, w, n),
-        Slice::F16(w) => run(layout, &xs, m, k, w, n),
-    };
+    let out = with_f32_values(x, |xs| {
+        Ok(match w {
+            Slice::F32(w) => run(layout, xs, m, k, w, n),
+            Slice::F16(w) => run(layout, xs, m, k, w, n),
+        })
+    })?;
     Ok(Some(output(out, (m, n), x.dtype(), x.device(), bias)?))
 }
 

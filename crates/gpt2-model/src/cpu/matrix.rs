@@ -203,9 +203,9 @@ impl Matrix {
     }
 
     /// `x` `[m, rows]` · `W` + `bias` (`[cols]`, added to every row; none for `x · W`) →
-    /// `[m, cols]`, in `x`'s dtype (f32 for Q8_0 weights): the `Conv1D` layers. Where the product is built in a buffer of its own (the CPU kernels
-    /// and gemms), an f32 bias is added there, before the buffer becomes a tensor; otherwise
-    /// with candle's broadcast add.
+    /// `[m, cols]`, in `x`'s dtype (f32 for Q8_0 weights): the `Conv1D` layers. Where the
+    /// product is built in a buffer of its own (the CPU kernels and gemms), an f32 bias is
+    /// added there, before the buffer becomes a tensor; otherwise with candle's broadcast add.
     pub fn affine(&self, x: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
         match self {
             Matrix::Tensor(w) => gemm::tensor_matmul(x, w, bias),
@@ -430,8 +430,8 @@ mod tests {
             close(&q.matmul_t(&xt)?, &xt.matmul(&deq.t()?)?, 0.25)?;
         }
         // `affine` = the product plus the bias on every row, bit for bit, for the kernels'
-        // few rows and the gemm's many, with the bias added in place (f32) or by candle (a
-        // strided view, an f16 vector).
+        // few rows and the gemm's many, with the bias added in place (contiguous f32) or by
+        // candle (a strided view).
         let q8 = tensor.to_q8(true, "w")?;
         let b = Tensor::randn(0f32, 1.0, cols, &dev)?;
         let strided = Tensor::randn(0f32, 1.0, (cols, 2), &dev)?
@@ -439,7 +439,7 @@ mod tests {
             .squeeze(1)?;
         assert!(!strided.is_contiguous());
         for m in [&tensor, &mapped, &q8] {
-            for n_rows in [1, 3, MAX_ROWS_FOR_TESTS + 6] {
+            for n_rows in [1, 3, crate::cpu::gemv::MAX_ROWS + 6] {
                 let x = Tensor::randn(0f32, 1.0, (n_rows, rows), &dev)?;
                 let y = m.affine(&x, None)?;
                 for bias in [&b, &strided] {
@@ -456,7 +456,4 @@ mod tests {
         assert!(tensor.affine(&x, Some(&b.to_dtype(DType::F16)?)).is_err());
         Ok(())
     }
-
-    /// More rows than the decode kernels take.
-    const MAX_ROWS_FOR_TESTS: usize = super::super::gemv::MAX_ROWS;
 }
