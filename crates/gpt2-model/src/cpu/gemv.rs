@@ -7,8 +7,10 @@
 //! `crate::team`), prefetch each weight stream ahead ([`prefetch_distance`]), and accumulate
 //! in f32 whatever the weight dtype (f16 weights are widened in registers):
 //!
-//! - [`x_w`]: `x` `[m, k]` · `W` `[k, n]` (row-major `W`, as `Conv1D` stores it): for each
-//!   input `i`, `y[r, :] += x[r, i] · W[i, :]` over contiguous rows of `W`.
+//! - [`x_w`]: `x` `[m, k]` · `W` `[k, n]` (row-major `W`, as `Conv1D` stores it): for one
+//!   row, `y[:] += x[i] · W[i, :]` over contiguous rows of `W`; several rows go to the
+//!   register tiles of [`tile`](super::tile), where the arithmetic, not the stream, is the
+//!   limit.
 //! - [`x_et`]: `x` `[m, k]` · `Eᵀ` for `E` `[n, k]` row-major (the tied LM head, `h · wteᵀ`):
 //!   `y[r, v] = x[r, :] · E[v, :]`.
 //!
@@ -26,7 +28,7 @@ use super::matrix::Slice;
 use crate::error::Result;
 
 /// A weight element the kernels can read: `f32` or `f16`.
-pub trait Weight: Copy + Send + Sync + 'static {
+pub trait Weight: super::tile::TileWeight + Copy + Send + Sync + 'static {
     /// `acc[j] += Σ_t a[t] · w[t][j]` for the `w` rows given (1 to 8 of them), with the
     /// kernels of [`Isa::selected`].
     ///
@@ -622,13 +624,6 @@ weight_impl!(
     f16::to_f32
 );
 
-/// Column blocks: one or two per thread, multiples of 16 columns.
-fn blocks(n: usize) -> usize {
-    let threads = rayon::current_num_threads().max(1);
-    let block = n.div_ceil(threads).div_ceil(16) * 16;
-    block.max(16)
-}
-
 /// An `[m, n]` f32 product computed by column blocks of `block` columns, one parallel task
 /// each (on the decode team, see `crate::team`): `fill(c0, acc)` writes the block starting
 /// at column `c0` into `acc`, `[m, len]` row-major. One row is written in place; several are
@@ -659,7 +654,8 @@ pub(crate) fn by_column_blocks(
     out
 }
 
-/// `x` `[m, k]` (row-major) · `w` `[k, n]` (row-major) → `[m, n]` row-major f32.
+/// `x` `[m, k]` (row-major) · `w` `[k, n]` (row-major) → `[m, n]` row-major f32: one row
+/// as a weight stream, several with [`tile::x_w`](super::tile::x_w).
 ///
 /// # Panics
 /// If `x.len() != m·k` or `w.len() != k·n` (the callers pass tensors' own shapes).
@@ -669,22 +665,7 @@ pub fn x_w<W: Weight>(x: &[f32], m: usize, k: usize, w: &[W], n: usize) -> Vec<f
     if m == 1 {
         return x_w_one_row(x, k, w, n);
     }
-    by_column_blocks(m, n, blocks(n), |c0, acc| {
-        let len = acc.len() / m;
-        let mut i = 0;
-        while i < k {
-            let t = (k - i).min(4);
-            let rows: [&[W]; 4] = std::array::from_fn(|d| {
-                let r = i + d.min(t - 1);
-                &w[r * n + c0..r * n + c0 + len]
-            });
-            for r in 0..m {
-                let a = &x[r * k + i..r * k + i + t];
-                W::axpy(&mut acc[r * len..(r + 1) * len], a, &rows[..t]);
-            }
-            i += t;
-        }
-    })
+    super::tile::x_w(x, m, k, w, n)
 }
 
 /// [`x_w`] for one row: each task takes a band of whole rows of `w` (one contiguous

@@ -4,7 +4,8 @@
 //!
 //! - [`matrix`]: `Matrix { Tensor, Mapped, Q8 }`, the one place that branches on storage;
 //! - [`gemm`]: the products behind it (decode kernels for a few rows, a gemm for more);
-//! - [`gemv`]: f32/f16 weight-streaming kernels for a few activation rows;
+//! - [`gemv`]: f32/f16 weight-streaming kernels for one activation row (a decode step);
+//! - [`tile`]: register-tiled f32/f16 kernels for several rows (batches, prompt chunks);
 //! - [`q8`]: Q8_0 blocks and their integer dot-product kernels;
 //! - [`ops`]: the fast paths of the layers' ops;
 //! - [`team`]: spinning helper threads for the short parallel loops of a decode step;
@@ -24,3 +25,4 @@ pub mod mmap;
 pub mod ops;
 pub mod q8;
 pub mod team;
+pub mod tile;
