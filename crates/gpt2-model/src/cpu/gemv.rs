@@ -60,6 +60,11 @@ pub trait Weight: super::tile::TileWeight + Copy + Send + Sync + 'static {
     /// [`Weight::dot4`] with the kernels of `isa`, or of the best variant below it that this
     /// CPU runs.
     fn dot4_with(isa: Isa, x: &[f32], w: [&[Self]; 4]) -> [f32; 4];
+    /// [`Weight::dot4`] for two activation rows at once, each weight vector loaded once for
+    /// both: `[dot4(x[0], w), dot4(x[1], w)]`, bit for bit (the same sums in the same order).
+    /// `prefetch`: also ask for the rows' lines ahead (the first rows of a batch; the others
+    /// find them in cache).
+    fn dot4x2_with(isa: Isa, x: [&[f32]; 2], w: [&[Self]; 4], prefetch: bool) -> [[f32; 4]; 2];
 }
 
 /// What the vector `axpy` kernels read: up to 4 rows, a coefficient for each, and every
@@ -217,7 +222,7 @@ mod x86 {
     /// `$set1`, `$ld`, `$st`, `$fma`, `$zero`, `$add`, `$sum` its broadcast, load, store,
     /// fused multiply-add, zero, add and horizontal sum.
     macro_rules! kernels {
-        ($axpy:ident, $dot:ident, $dot4:ident, $t:ty, $load:ident, $feat:literal, $widen:expr,
+        ($axpy:ident, $dot:ident, $dot4:ident, $dot4x2:ident, $t:ty, $load:ident, $feat:literal, $widen:expr,
          $v:ty, $lanes:literal, $set1:ident, $ld:ident, $st:ident, $fma:ident, $zero:ident,
          $add:ident, $sum:expr) => {
             /// `acc += Σ a[t]·w[t]` (1..=8 rows of `w`, each `acc.len()` long), prefetching
@@ -384,34 +389,101 @@ mod x86 {
                     out
                 }
             }
+
+            /// `$dot4` for two rows of `x` (each as long as the shortest of the six
+            /// operands' common length with its own row), the weights loaded once for both;
+            /// the same operations per output as `$dot4`, so the same bits.
+            #[target_feature(enable = $feat)]
+            pub unsafe fn $dot4x2(x: [&[f32]; 2], w: [&[$t]; 4], ahead: usize) -> [[f32; 4]; 2] {
+                // SAFETY: the caller checked the CPU features; the vector loop reads below
+                // the shortest length of the six, and the tails below each pair's own.
+                unsafe {
+                    const LINE: usize = 64 / std::mem::size_of::<$t>();
+                    const L: usize = $lanes;
+                    let ahead = ahead / std::mem::size_of::<$t>();
+                    let n = w
+                        .iter()
+                        .fold(x[0].len().min(x[1].len()), |n, r| n.min(r.len()));
+                    let main = n / (2 * L) * (2 * L);
+                    let px = x.map(|x| x.as_ptr());
+                    let p = w.map(|r| r.as_ptr());
+                    let mut s: [[[$v; 2]; 4]; 2] = [[[$zero(); 2]; 4]; 2];
+                    let mut j = 0;
+                    while j < main {
+                        if ahead > 0 {
+                            let mut l = 0;
+                            while l < 2 * L {
+                                for p in p {
+                                    prefetch(p.wrapping_add(j + l + ahead));
+                                }
+                                l += LINE;
+                            }
+                        }
+                        let e: [[$v; 2]; 4] = [
+                            [$load(p[0].add(j)), $load(p[0].add(j + L))],
+                            [$load(p[1].add(j)), $load(p[1].add(j + L))],
+                            [$load(p[2].add(j)), $load(p[2].add(j + L))],
+                            [$load(p[3].add(j)), $load(p[3].add(j + L))],
+                        ];
+                        for q in 0..2 {
+                            let (x0, x1) = ($ld(px[q].add(j)), $ld(px[q].add(j + L)));
+                            for r in 0..4 {
+                                s[q][r][0] = $fma(x0, e[r][0], s[q][r][0]);
+                                s[q][r][1] = $fma(x1, e[r][1], s[q][r][1]);
+                            }
+                        }
+                        j += 2 * L;
+                    }
+                    let mut out = [[0f32; 4]; 2];
+                    for q in 0..2 {
+                        for r in 0..4 {
+                            let mut t: f32 = $sum($add(s[q][r][0], s[q][r][1]));
+                            let row = w[r];
+                            for j in main..x[q].len().min(row.len()) {
+                                t += x[q][j] * $widen(row[j]);
+                            }
+                            out[q][r] = t;
+                        }
+                    }
+                    out
+                }
+            }
         };
     }
 
-    /// The sum of an AVX register's 8 lanes.
+    /// The sum of an AVX register's 8 lanes, as a tree of halves (4 + 4, 2 + 2, 1 + 1) in
+    /// registers: a few shuffles and adds, where summing the stored lanes one after another
+    /// was a chain of 8 dependent adds per output, which made the batched LM head (one such
+    /// sum per row and token, 768 multiply-adds each) slower than its arithmetic.
     #[inline(always)]
     unsafe fn sum8(s: __m256) -> f32 {
-        let mut lanes = [0f32; 8];
-        // SAFETY: `lanes` holds 8 values.
-        unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), s) };
-        lanes.iter().sum()
+        // SAFETY: register operations only (AVX, which the callers' features include).
+        unsafe {
+            let q = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps::<1>(s));
+            let d = _mm_add_ps(q, _mm_movehl_ps(q, q));
+            _mm_cvtss_f32(_mm_add_ss(d, _mm_movehdup_ps(d)))
+        }
     }
 
-    /// The sum of an AVX-512 register's 16 lanes.
+    /// The sum of an AVX-512 register's 16 lanes, as a tree of halves (see [`sum8`]).
     #[inline(always)]
     unsafe fn sum16(s: __m512) -> f32 {
-        let mut lanes = [0f32; 16];
-        // SAFETY: `lanes` holds 16 values.
-        unsafe { _mm512_storeu_ps(lanes.as_mut_ptr(), s) };
-        lanes.iter().sum()
+        // SAFETY: register operations only (AVX-512 F, which the callers' features include).
+        unsafe {
+            let lo = _mm512_castps512_ps256(s);
+            let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(s)));
+            sum8(_mm256_add_ps(lo, hi))
+        }
     }
 
     /// The kernels of one weight type with 8-lane AVX2 registers.
     macro_rules! avx2_kernels {
-        ($axpy:ident, $dot:ident, $dot4:ident, $t:ty, $load:ident, $widen:expr) => {
+        ($axpy:ident, $dot:ident, $dot4:ident, $dot4x2:ident, $t:ty, $load:ident, $widen:expr) => {
             kernels!(
                 $axpy,
                 $dot,
                 $dot4,
+                $dot4x2,
                 $t,
                 $load,
                 "avx2,fma,f16c",
@@ -431,11 +503,12 @@ mod x86 {
 
     /// The kernels of one weight type with 16-lane AVX-512 registers.
     macro_rules! avx512_kernels {
-        ($axpy:ident, $dot:ident, $dot4:ident, $t:ty, $load:ident, $widen:expr) => {
+        ($axpy:ident, $dot:ident, $dot4:ident, $dot4x2:ident, $t:ty, $load:ident, $widen:expr) => {
             kernels!(
                 $axpy,
                 $dot,
                 $dot4,
+                $dot4x2,
                 $t,
                 $load,
                 "avx512f,avx2,fma,f16c",
@@ -457,16 +530,25 @@ mod x86 {
         axpy8_f32,
         dot8_f32,
         dot4x8_f32,
+        dot4x2x8_f32,
         f32,
         _mm256_loadu_ps,
         |w: f32| w
     );
-    avx2_kernels!(axpy8_f16, dot8_f16, dot4x8_f16, f16, load8_f16, |w: f16| w
-        .to_f32());
+    avx2_kernels!(
+        axpy8_f16,
+        dot8_f16,
+        dot4x8_f16,
+        dot4x2x8_f16,
+        f16,
+        load8_f16,
+        |w: f16| w.to_f32()
+    );
     avx512_kernels!(
         axpy16_f32,
         dot16_f32,
         dot4x16_f32,
+        dot4x2x16_f32,
         f32,
         _mm512_loadu_ps,
         |w: f32| w
@@ -475,6 +557,7 @@ mod x86 {
         axpy16_f16,
         dot16_f16,
         dot4x16_f16,
+        dot4x2x16_f16,
         f16,
         load16_f16,
         |w: f16| w.to_f32()
@@ -569,8 +652,8 @@ macro_rules! pick {
 /// The kernels of one weight type, per [`Isa`]. A variant the CPU does not run falls back to
 /// the next one it does (so no call can reach an instruction the CPU lacks).
 macro_rules! weight_impl {
-    ($t:ty, $axpy8:ident, $dot8:ident, $dot4x8:ident, $axpy16:ident, $dot16:ident,
-     $dot4x16:ident, $widen:expr) => {
+    ($t:ty, $axpy8:ident, $dot8:ident, $dot4x8:ident, $dot4x2x8:ident, $axpy16:ident,
+     $dot16:ident, $dot4x16:ident, $dot4x2x16:ident, $widen:expr) => {
         impl Weight for $t {
             fn axpy_with(isa: Isa, acc: &mut [f32], a: &[f32], w: &[&[$t]]) {
                 check_axpy(acc, a, w);
@@ -599,6 +682,21 @@ macro_rules! weight_impl {
                     w.map(|w| dot_portable(x, w, $widen))
                 )
             }
+
+            fn dot4x2_with(
+                isa: Isa,
+                x: [&[f32]; 2],
+                w: [&[$t]; 4],
+                prefetch: bool,
+            ) -> [[f32; 4]; 2] {
+                let ahead = if prefetch { prefetch_distance() } else { 0 };
+                pick!(
+                    isa,
+                    x86::$dot4x2x16(x, w, ahead),
+                    x86::$dot4x2x8(x, w, ahead),
+                    x.map(|x| w.map(|w| dot_portable(x, w, $widen)))
+                )
+            }
         }
     };
 }
@@ -608,9 +706,11 @@ weight_impl!(
     axpy8_f32,
     dot8_f32,
     dot4x8_f32,
+    dot4x2x8_f32,
     axpy16_f32,
     dot16_f32,
     dot4x16_f32,
+    dot4x2x16_f32,
     |w: f32| w
 );
 weight_impl!(
@@ -618,9 +718,11 @@ weight_impl!(
     axpy8_f16,
     dot8_f16,
     dot4x8_f16,
+    dot4x2x8_f16,
     axpy16_f16,
     dot16_f16,
     dot4x16_f16,
+    dot4x2x16_f16,
     f16::to_f32
 );
 
@@ -741,16 +843,27 @@ pub fn x_et<W: Weight>(x: &[f32], m: usize, k: usize, e: &[W], n: usize) -> Vec<
             return;
         }
         // Several rows: each weight row once, for every activation row, four weight rows at
-        // a time with the same kernel as one row (each output's sum is then the same, bit for
-        // bit, as the one-row product's: a sequence decoded in a batch gets the logits it
-        // gets alone).
+        // a time and two activation rows per load of them, with the same operations per
+        // output as the one-row kernel (each output's sum is then the same, bit for bit, as
+        // the one-row product's: a sequence decoded in a batch gets the logits it gets
+        // alone). Only the first pair prefetches; the rest find the four rows in cache.
+        let isa = Isa::selected();
+        let row = |r: usize| &x[r * k..(r + 1) * k];
         for j in (0..len).step_by(4) {
             let jj: [usize; 4] = std::array::from_fn(|d| (j + d).min(len - 1));
             let rows = jj.map(|jj| &e[(v0 + jj) * k..(v0 + jj + 1) * k]);
-            for r in 0..m {
-                let y = W::dot4(&x[r * k..(r + 1) * k], rows);
+            for r in (0..m - 1).step_by(2) {
+                let y = W::dot4x2_with(isa, [row(r), row(r + 1)], rows, r == 0);
+                for (q, y) in y.into_iter().enumerate() {
+                    for (&jj, y) in jj.iter().zip(y) {
+                        acc[(r + q) * len + jj] = y;
+                    }
+                }
+            }
+            if m % 2 == 1 {
+                let y = W::dot4_with(isa, row(m - 1), rows);
                 for (jj, y) in jj.into_iter().zip(y) {
-                    acc[r * len + jj] = y;
+                    acc[(m - 1) * len + jj] = y;
                 }
             }
         }
@@ -1129,6 +1242,20 @@ mod tests {
                         got16[r]
                     );
                 }
+                // Two activation rows at once: dot4's bits for each.
+                let x2 = values(n, 10);
+                let pair32 = f32::dot4x2_with(isa, [&x, &x2], r32, true);
+                let pair16 = f16::dot4x2_with(isa, [&x2, &x], r16, false);
+                assert_eq!(
+                    pair32,
+                    [got32, f32::dot4_with(isa, &x2, r32)],
+                    "{isa:?} n={n}"
+                );
+                assert_eq!(
+                    pair16,
+                    [f16::dot4_with(isa, &x2, r16), got16],
+                    "{isa:?} n={n}"
+                );
                 for t in 1..=8 {
                     let a = &x[..t.min(n)];
                     if a.len() < t {
