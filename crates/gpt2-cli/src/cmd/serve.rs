@@ -50,8 +50,9 @@ pub struct Args {
     pub parallel: usize,
 
     /// Tokens one pass of the model takes: a token of every decoding sequence, then chunks of
-    /// new prompts (so a long prompt does not stall running streams).
-    #[arg(long, default_value_t = 64, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    /// new prompts (so a long prompt does not stall running streams for long; smaller values
+    /// pause them less, larger ones take bursts of prompts in fewer, cheaper passes).
+    #[arg(long, default_value_t = 256, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub step_tokens: u64,
 
     /// Requests that may wait for a slot; more are refused with 503 and Retry-After.
