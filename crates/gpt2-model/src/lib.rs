@@ -86,9 +86,23 @@ pub use nn::{ContextOverflow, KvCache};
 /// Re-exported so users need not depend on candle directly for the basics.
 pub use candle_core::{DType, Device, Tensor};
 
-/// Deterministic pseudo-random test data shared by the kernels' unit tests.
+/// Deterministic pseudo-random test data and the reference product shared by the kernels'
+/// unit tests.
 #[cfg(test)]
 mod test_values {
+    /// `x` `[m, k]` · `w` `[k, n]` (row-major) by the definition, summed in f64.
+    pub fn naive(x: &[f32], m: usize, k: usize, w: &[f32], n: usize) -> Vec<f32> {
+        let mut y = vec![0f64; m * n];
+        for r in 0..m {
+            for i in 0..k {
+                for j in 0..n {
+                    y[r * n + j] += x[r * k + i] as f64 * w[i * n + j] as f64;
+                }
+            }
+        }
+        y.into_iter().map(|v| v as f32).collect()
+    }
+
     /// `len` values in [-1, 1], a cheap hash of the index and `seed`.
     pub fn values(len: usize, seed: u32) -> Vec<f32> {
         (0..len)

@@ -190,21 +190,22 @@ pub fn prefetch_distance() -> usize {
 }
 
 #[cfg(target_arch = "x86_64")]
-mod x86 {
+pub(super) mod x86 {
     //! AVX2 + FMA (+ F16C) and AVX-512 F inner loops. Callers check the features first.
     use half::f16;
     use std::arch::x86_64::*;
 
-    /// 8 f16 weights from `p` as f32 (f32 weights are loaded as they are).
+    /// 8 f16 weights from `p` as f32 (f32 weights are loaded as they are; the tiles of
+    /// `super::tile` load theirs with these too).
     #[inline(always)]
-    unsafe fn load8_f16(p: *const f16) -> __m256 {
+    pub(in crate::cpu) unsafe fn load8_f16(p: *const f16) -> __m256 {
         // SAFETY: the caller passes a pointer to 8 readable values.
         unsafe { _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i)) }
     }
 
     /// 16 f16 weights from `p` as f32 (AVX-512 F).
     #[inline(always)]
-    unsafe fn load16_f16(p: *const f16) -> __m512 {
+    pub(in crate::cpu) unsafe fn load16_f16(p: *const f16) -> __m512 {
         // SAFETY: the caller passes a pointer to 16 readable values.
         unsafe { _mm512_cvtph_ps(_mm256_loadu_si256(p as *const __m256i)) }
     }
@@ -1082,20 +1083,8 @@ fn add_rows(out: &mut [f32], n: usize, b: &Tensor) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_values::values;
+    use crate::test_values::{naive, values};
     use std::panic::catch_unwind;
-
-    fn naive(x: &[f32], m: usize, k: usize, w: &[f32], n: usize) -> Vec<f32> {
-        let mut y = vec![0f64; m * n];
-        for r in 0..m {
-            for i in 0..k {
-                for j in 0..n {
-                    y[r * n + j] += x[r * k + i] as f64 * w[i * n + j] as f64;
-                }
-            }
-        }
-        y.into_iter().map(|v| v as f32).collect()
-    }
 
     fn close(a: &[f32], b: &[f32], tol: f32) {
         assert_eq!(a.len(), b.len());

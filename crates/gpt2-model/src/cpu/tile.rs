@@ -212,22 +212,9 @@ fn tile_portable<W: Copy>(
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     //! The AVX-512 and AVX2 tiles. Callers check the CPU features and the slice lengths.
+    use crate::cpu::gemv::x86::{load16_f16, load8_f16};
     use half::f16;
     use std::arch::x86_64::*;
-
-    /// 8 f16 weights from `p` as f32.
-    #[inline(always)]
-    unsafe fn load8_f16(p: *const f16) -> __m256 {
-        // SAFETY: the caller passes a pointer to 8 readable values.
-        unsafe { _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i)) }
-    }
-
-    /// 16 f16 weights from `p` as f32.
-    #[inline(always)]
-    unsafe fn load16_f16(p: *const f16) -> __m512 {
-        // SAFETY: the caller passes a pointer to 16 readable values.
-        unsafe { _mm512_cvtph_ps(_mm256_loadu_si256(p as *const __m256i)) }
-    }
 
     /// One tile kernel: `R` rows × `V` vectors of `$lanes` lanes, `acc += x · w` over `kk`
     /// rows of `w`; `ahead` rows ahead of each row of `w` read, its cache lines are asked for
@@ -473,19 +460,7 @@ tile_impl!(f16, tile16_f16, tile8_f16, f16::to_f32);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_values::values;
-
-    fn naive(x: &[f32], m: usize, k: usize, w: &[f32], n: usize) -> Vec<f32> {
-        let mut y = vec![0f64; m * n];
-        for r in 0..m {
-            for i in 0..k {
-                for j in 0..n {
-                    y[r * n + j] += x[r * k + i] as f64 * w[i * n + j] as f64;
-                }
-            }
-        }
-        y.into_iter().map(|v| v as f32).collect()
-    }
+    use crate::test_values::{naive, values};
 
     #[test]
     fn every_variant_matches_the_definition() {
