@@ -61,7 +61,8 @@ pub trait Weight: super::tile::TileWeight + Copy + Send + Sync + 'static {
     /// CPU runs.
     fn dot4_with(isa: Isa, x: &[f32], w: [&[Self]; 4]) -> [f32; 4];
     /// [`Weight::dot4`] for two activation rows at once, each weight vector loaded once for
-    /// both: `[dot4(x[0], w), dot4(x[1], w)]`, bit for bit (the same sums in the same order).
+    /// both: `[dot4(x[0], w), dot4(x[1], w)]`, bit for bit when the two rows are equally long
+    /// (as a batch's are: the same sums in the same order).
     /// `prefetch`: also ask for the rows' lines ahead (the first rows of a batch; the others
     /// find them in cache).
     fn dot4x2_with(isa: Isa, x: [&[f32]; 2], w: [&[Self]; 4], prefetch: bool) -> [[f32; 4]; 2];
@@ -391,9 +392,10 @@ pub(super) mod x86 {
                 }
             }
 
-            /// `$dot4` for two rows of `x` (each as long as the shortest of the six
-            /// operands' common length with its own row), the weights loaded once for both;
-            /// the same operations per output as `$dot4`, so the same bits.
+            /// `$dot4` for two rows of `x`, the weights loaded once for both: the vector
+            /// loop runs over the shortest of the six operands, then each output's tail to
+            /// the shorter of its two; for rows of one length, `$dot4`'s operations per
+            /// output, so its bits.
             #[target_feature(enable = $feat)]
             pub unsafe fn $dot4x2(x: [&[f32]; 2], w: [&[$t]; 4], ahead: usize) -> [[f32; 4]; 2] {
                 // SAFETY: the caller checked the CPU features; the vector loop reads below
