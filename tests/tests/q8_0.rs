@@ -92,6 +92,39 @@ fn q8_0_random_model_close_to_f32() {
     ));
 }
 
+/// Prompts longer than the decode kernels take (a prefill's many rows: the integer tiles on
+/// CPUs with AVX-512 VNNI, dequantized panels elsewhere) stay as close to f32, and a step
+/// after such a prefill equals the cache-free product of the whole sequence.
+#[test]
+fn q8_0_long_prompts_close_to_f32_and_to_decode() {
+    let config = Config {
+        n_vocab: 50257,
+        n_ctx: 160,
+        n_embd: 128,
+        n_head: 4,
+        n_layer: 2,
+        layer_norm_epsilon: 1e-5,
+    };
+    let f32m = Gpt2::random(&config, 5, &LoadOptions::default()).expect("random");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("m");
+    f32m.save_hf(&dir).expect("save");
+    let q8 = Gpt2::load(&dir, &LoadOptions::q8_0()).expect("load q8_0");
+    let prompt: Vec<u32> = (0..140u32).map(|i| (i * 7919 + 13) % 50257).collect();
+    let (d, _, _, _) = compare(&f32m, &q8, &prompt, 0);
+    eprintln!("random n_embd 128, 140-token prompt: q8_0 max |logit diff| vs f32 = {d:.3e}");
+    assert!(d <= Q8_LOGITS_TOL, "{d}");
+    // 139 prompt rows at once, then one decode step, against all 140 at once.
+    let mut cache = q8.new_cache(Default::default());
+    let last = q8
+        .prefill(&mut cache, &[&prompt[..139]], gpt2_model::Logits::Last)
+        .and_then(|_| q8.step(&mut cache, &[prompt[139]]))
+        .expect("step");
+    let full = q8.forward_last(&row(&prompt)).expect("forward");
+    let d = max_abs_diff(&last, &full);
+    assert!(d < 1e-3, "{d}");
+}
+
 #[test]
 fn q8_0_needs_n_embd_a_multiple_of_32() {
     let r = Reference::load(repo_fixture("tiny")); // n_embd 40

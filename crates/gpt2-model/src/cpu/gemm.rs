@@ -9,6 +9,7 @@ pub use super::gemv::Layout;
 use super::gemv::{self, with_f32_values, MAX_ROWS};
 use super::matrix::{Mapped, Slice};
 use super::q8::{self, Q8Matrix};
+use super::q8_gemm;
 use super::{fast_exp, team};
 use crate::error::{ModelError, Result};
 
@@ -281,9 +282,9 @@ unsafe fn gemm_raw(
 }
 
 /// `x` `[m, k]` · `qᵀ` for a Q8_0 matrix `q` `[n, k]`, plus `bias` `[n]` on every row when
-/// given → `[m, n]` (f32): the blocked kernel for
-/// a few rows; for more (a prefill), the `gemm` crate on panels of rows dequantized to f32 in
-/// turn (no f32 copy of the whole matrix).
+/// given → `[m, n]` (f32): the blocked kernel for a few rows; for more (a prefill), the
+/// integer tiles of [`q8_gemm`] where the CPU has AVX-512 VNNI, else the `gemm` crate on
+/// panels of rows dequantized to f32 in turn (no f32 copy of the whole matrix).
 pub fn q8_matmul(x: &Tensor, q: &Q8Matrix, bias: Option<&Tensor>) -> Result<Tensor> {
     let (m, k) = x.dims2()?;
     if k != q.k() {
@@ -296,7 +297,7 @@ pub fn q8_matmul(x: &Tensor, q: &Q8Matrix, bias: Option<&Tensor>) -> Result<Tens
         let y = with_f32_values(x, |xs| Ok(q.matmul_t(xs, m)))?;
         return gemv::output(y, (m, q.rows()), DType::F32, x.device(), bias);
     }
-    // More rows (a prefill): a gemm on panels of dequantized rows, as for f16 weights.
+    // More rows (a prefill).
     let n = q.rows();
     let Some(mn) = m.checked_mul(n) else {
         return Err(ModelError::BadInput {
@@ -305,6 +306,11 @@ pub fn q8_matmul(x: &Tensor, q: &Q8Matrix, bias: Option<&Tensor>) -> Result<Tens
         });
     };
     team::rest();
+    // 8-bit integer products where the CPU has them (AVX-512 VNNI)...
+    if let Some(y) = with_f32_values(x, |xs| Ok(q8_gemm::matmul_t(q, xs, m)))? {
+        return gemv::output(y, (m, n), DType::F32, x.device(), bias);
+    }
+    // ... else a gemm on panels of dequantized rows, as for f16 weights.
     let mut out = vec![0f32; mn];
     with_f32_values(x, |xs| {
         gemm_panels(
@@ -427,7 +433,7 @@ mod tests {
     }
 
     #[test]
-    fn q8_products_of_many_rows_equal_the_dequantized_gemm() -> Result<()> {
+    fn q8_products_of_few_and_many_rows_equal_the_dequantized_product() -> Result<()> {
         let dev = Device::Cpu;
         let (k, n) = (64, 77);
         let w: Vec<f32> = (0..n * k)
@@ -435,25 +441,30 @@ mod tests {
             .collect();
         let q = Q8Matrix::from_rows(&w, n, k).expect("finite");
         let deq = Tensor::from_vec(q.dequantize(), (n, k), &dev)?;
-        // A decode's few rows (the blocked kernel) and a prefill's many (the panels).
+        // A decode's few rows (the blocked kernel) and a prefill's many (the integer tiles,
+        // or the dequantized panels).
         for m in [3, MAX_ROWS + 9] {
             let xs: Vec<f32> = (0..m * k)
                 .map(|i| ((i * 7) % 19) as f32 / 6.0 - 1.5)
                 .collect();
-            let x = Tensor::from_vec(xs, (m, k), &dev)?;
+            let x = Tensor::from_vec(xs.clone(), (m, k), &dev)?;
             let got = q8_matmul(&x, &q, None)?;
             assert_eq!(got.dims(), &[m, n]);
             let want = x.matmul(&deq.t()?)?;
-            let d = (got - &want)?.abs()?.max_all()?.to_scalar::<f32>()?;
+            let d = (&got - &want)?.abs()?.max_all()?.to_scalar::<f32>()?;
             let scale = want.abs()?.max_all()?.to_scalar::<f32>()?;
-            // The kernel rounds x to 8 bits too (steps of max|x|/127 per block); the gemm
-            // takes it as it is.
-            let tol = if m <= MAX_ROWS {
-                0.02 * scale
-            } else {
-                1e-5 * scale
-            };
+            // The integer kernels round x to 8 bits too (steps of max|x|/127 per block);
+            // the gemm takes it as it is.
+            let rounds_x = m <= MAX_ROWS || q8_gemm::available();
+            let tol = if rounds_x { 0.02 * scale } else { 1e-5 * scale };
             assert!(d < tol, "{m} rows: {d}");
+            if rounds_x {
+                // Rounded alike, the many-row tiles equal the decode kernel up to the
+                // order of the f32 sums.
+                let decode = Tensor::from_vec(q.matmul_t(&xs, m), (m, n), &dev)?;
+                let d = (&got - decode)?.abs()?.max_all()?.to_scalar::<f32>()?;
+                assert!(d < 1e-5 * scale, "{m} rows against the decode kernel: {d}");
+            }
         }
         Ok(())
     }

@@ -7,6 +7,7 @@
 //! - [`gemv`]: f32/f16 weight-streaming kernels for one activation row (a decode step);
 //! - [`tile`]: register-tiled f32/f16 kernels for several rows (batches, prompt chunks);
 //! - [`q8`]: Q8_0 blocks and their integer dot-product kernels;
+//! - [`q8_gemm`]: the integer product of many rows with Q8_0 blocks (a prefill's);
 //! - [`ops`]: the fast paths of the layers' ops;
 //! - [`team`]: spinning helper threads for the short parallel loops of a decode step;
 //! - [`fast_exp`]: a vectorizable `exp`;
@@ -24,5 +25,6 @@ pub mod matrix;
 pub mod mmap;
 pub mod ops;
 pub mod q8;
+pub mod q8_gemm;
 pub mod team;
 pub mod tile;

@@ -185,6 +185,18 @@ impl Q8Matrix {
         self.k / BLOCK * BLOCK_BYTES
     }
 
+    /// Row `r`'s `block_q8_0` bytes (`k / 32` blocks of [`BLOCK_BYTES`]).
+    #[cfg(test)]
+    pub(crate) fn row_blocks(&self, r: usize) -> &[u8] {
+        self.row_range_blocks(r, 1)
+    }
+
+    /// The `block_q8_0` bytes of rows `r .. r + count`, one row after the other.
+    pub(crate) fn row_range_blocks(&self, r: usize, count: usize) -> &[u8] {
+        let rb = self.row_bytes();
+        &self.blocks[r * rb..(r + count) * rb]
+    }
+
     /// Row `r` as f32 (`d · q`).
     pub fn row_f32(&self, r: usize, out: &mut [f32]) {
         let rb = self.row_bytes();
