@@ -3,7 +3,9 @@
 //! caches of their own ([`Gpt2::step_ragged`], the server's case), and a pass of 16 decode
 //! tokens plus a 48-token prompt chunk ([`Gpt2::extend_ragged`]), interleaved, medians.
 //!
-//! `cargo run --release -p gpt2-model --example ragged_step [-- f16|q8_0]`
+//! `cargo run --release -p gpt2-model --example ragged_step [-- f32|f16|q8_0 [MODEL_DIR]]`
+//! (with a model directory, its weights as `gpt2 serve` loads them, mapped, instead of
+//! random ones in memory)
 use std::time::Instant;
 
 use gpt2_model::{Config, ContextOverflow, DType, Gpt2, KvCache, LoadOptions, Logits};
@@ -19,7 +21,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Some("q8_0") => LoadOptions::q8_0(),
         _ => LoadOptions::cpu(DType::F32),
     };
-    let model = Gpt2::random(&Config::GPT2_124M, 0, &opts)?;
+    let model = match std::env::args().nth(2) {
+        Some(dir) => Gpt2::load(dir, &opts)?,
+        None => Gpt2::random(&Config::GPT2_124M, 0, &opts)?,
+    };
     let n = 16;
     let prompts: Vec<Vec<u32>> = (0..n)
         .map(|b| (0..32).map(|i| (i * 7919 + b * 31 + 1) % 50257).collect())

@@ -6,7 +6,9 @@
 //! - [`gelu_new`]: GPT-2's GELU with a vectorized polynomial `exp`, on the decode team;
 //! - [`softmax`]: the attention softmax with its additive mask, rows in parallel;
 //! - [`attend_one_query`]: a decode step's attention, one query per sequence and head, as
-//!   direct loops over the cached keys and values.
+//!   direct loops over the cached keys and values;
+//! - [`log_sum_exp`]: the sampler's softmax normalizer over a vocabulary of logits (called
+//!   from `crate::generate`'s `log_sum_exp`, the one caller that is not a layer).
 
 use candle_core::{CpuStorage, DType, Storage, Tensor};
 
@@ -14,6 +16,70 @@ use super::fast_exp::{self, exp_f32};
 use super::gemv::Weight;
 use super::team;
 use crate::error::Result;
+
+/// `ln Σ exp(x)` over `x`, in f64, computed stably: the normalizer of a softmax over GPT-2's
+/// 50257 logits, behind every log-probability the sampler reports. The largest value (`+∞`
+/// or `−∞` when it is one: returned as it is) is found in 16 lanes; then blocks of 256
+/// values of `exp(x − max)` are summed in 16 f32 lanes with the vectorized polynomial `exp`
+/// ([`exp_or_zero`](fast_exp::exp_or_zero), within 2 ulp; −∞ adds 0), and the blocks' sums
+/// in f64: within ~1e-7 relative of an all-f64 sum (tested). A plain loop (a sequential
+/// `max`, then libm's `expf` per value into an f64 sum) took ~0.3 ms per row of logits,
+/// this ~0.05: a server decoding 16 streams pays it 16 times per step. NaN values are the
+/// caller's to reject first.
+pub fn log_sum_exp(x: &[f32]) -> f64 {
+    // Its own AVX2 copy rather than `fast_exp::vectorized`: a closure this long is not
+    // inlined into that function's AVX2 body, and stayed scalar.
+    #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("avx2") {
+        #[target_feature(enable = "avx2")]
+        fn wide(x: &[f32]) -> f64 {
+            log_sum_exp_loops(x)
+        }
+        // SAFETY: AVX2 was just detected.
+        return unsafe { wide(x) };
+    }
+    log_sum_exp_loops(x)
+}
+
+/// [`log_sum_exp`]'s loops, inlined into each copy.
+#[inline(always)]
+fn log_sum_exp_loops(x: &[f32]) -> f64 {
+    {
+        let mut top = [f32::NEG_INFINITY; 16];
+        let mut groups = x.chunks_exact(16);
+        for g in &mut groups {
+            for (t, &v) in top.iter_mut().zip(g) {
+                *t = if v > *t { v } else { *t };
+            }
+        }
+        let max = groups
+            .remainder()
+            .iter()
+            .chain(&top)
+            .fold(f32::NEG_INFINITY, |m, &v| if v > m { v } else { m });
+        if !max.is_finite() {
+            return max as f64;
+        }
+        // Plain loops: an iterator's `fold` here was left out of line, and so scalar.
+        let mut sum = 0f64;
+        for block in x.chunks(256) {
+            let mut lanes = [0f32; 16];
+            let mut groups = block.chunks_exact(16);
+            for g in &mut groups {
+                for (l, &v) in lanes.iter_mut().zip(g) {
+                    *l += fast_exp::exp_or_zero(v - max);
+                }
+            }
+            for &v in groups.remainder() {
+                sum += fast_exp::exp_or_zero(v - max) as f64;
+            }
+            for l in lanes {
+                sum += l as f64;
+            }
+        }
+        max as f64 + sum.ln()
+    }
+}
 
 /// Whether `t` is a CPU f32 tensor outside any gradient graph: what these kernels take.
 fn applies(t: &Tensor) -> bool {
@@ -213,6 +279,30 @@ pub fn attend_one_query(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn log_sum_exp_is_within_1e_7_of_an_f64_sum() {
+        // A vocabulary of logits (with a −∞, as a logit bias makes), and short rows.
+        let mut x: Vec<f32> = crate::test_values::values(50257, 9)
+            .iter()
+            .map(|v| v * 20.0)
+            .collect();
+        x[7] = f32::NEG_INFINITY;
+        x[40_000] = 31.0; // the largest, in the last block
+        for len in [50257, 300, 17, 1] {
+            let x = &x[..len];
+            let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+            let want = max + x.iter().map(|&v| (v as f64 - max).exp()).sum::<f64>().ln();
+            let got = log_sum_exp(x);
+            assert!(
+                (got - want).abs() <= 1e-7 * want.abs().max(1.0),
+                "{len}: {got} vs {want}"
+            );
+        }
+        assert_eq!(log_sum_exp(&[1.0, f32::INFINITY]), f64::INFINITY);
+        assert_eq!(log_sum_exp(&[f32::NEG_INFINITY; 3]), f64::NEG_INFINITY);
+        assert_eq!(log_sum_exp(&[]), f64::NEG_INFINITY);
+    }
+
     use super::*;
     use candle_core::Device;
 

@@ -66,15 +66,10 @@ fn weight(x: f64) -> f64 {
     (x as f32).exp() as f64
 }
 
-/// `log(Σ exp(logits))`, computed stably (max subtracted, sum in f64); `+inf` when a logit is
-/// `+inf`.
+/// `log(Σ exp(logits))`, computed stably (max subtracted, blocks summed in f64, vectorized:
+/// see `cpu::ops::log_sum_exp`); `+inf` when a logit is `+inf`.
 pub fn log_sum_exp(logits: &[f32]) -> f64 {
-    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    if !max.is_finite() {
-        return max as f64;
-    }
-    let sum: f64 = logits.iter().map(|&l| (l - max).exp() as f64).sum();
-    max as f64 + sum.ln()
+    crate::cpu::ops::log_sum_exp(logits)
 }
 
 /// `log_softmax(logits)`: the natural-log probabilities of every token (f64 internally).
