@@ -101,10 +101,7 @@ pub(crate) fn run(
     let mut waiting: VecDeque<(Shared, usize, usize)> = VecDeque::new();
     let mut active: Vec<Active<'_>> = Vec::new();
     let mut spare: Vec<KvCache> = Vec::new();
-    let mut tl = Instant::now();
     loop {
-        eprintln!("TRACE loop {:.1}", tl.elapsed().as_secs_f64() * 1e3);
-        tl = Instant::now();
         // 1. Clients that went away.
         for a in &active {
             cancel_if_gone(&a.req, metrics);
@@ -177,17 +174,13 @@ pub(crate) fn run(
             caches.push(cache);
         }
         if !rows.is_empty() {
-            let t0 = Instant::now();
-            let logits = model.extend_ragged(&mut caches, &chunks);
-            let t1 = Instant::now();
-            let logits = logits.and_then(|l| Ok(l.to_vec2::<f32>()?));
-            let t2 = Instant::now();
-            eprintln!("TRACE rows {} pass {:.1} vec {:.1}", chunks.iter().map(|c| c.len()).sum::<usize>(), (t1 - t0).as_secs_f64() * 1e3, (t2 - t1).as_secs_f64() * 1e3);
+            let logits = model
+                .extend_ragged(&mut caches, &chunks)
+                .and_then(|l| Ok(l.to_vec2::<f32>()?));
             drop(caches);
             match logits {
                 // 5. Each sequence's next token (a prompt's, once it is all in).
                 Ok(logits) => {
-                    let t3 = Instant::now();
                     for (&i, l) in rows.iter().zip(&logits) {
                         let a = &mut active[i];
                         a.fed += take[i];
@@ -195,7 +188,6 @@ pub(crate) fn run(
                             accept(a, l, tok, metrics);
                         }
                     }
-                    eprintln!("TRACE accept {:.1}", t3.elapsed().as_secs_f64() * 1e3);
                 }
                 Err(e) => {
                     for &i in &rows {
