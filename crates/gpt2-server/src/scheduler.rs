@@ -23,7 +23,7 @@ use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, TryRecvError};
 use std::time::Instant;
 
-use gpt2_model::generate::{FinishReason, GeneratedToken, Sequence};
+use gpt2_model::generate::{FinishReason, GenerateError, GeneratedToken, Sequence};
 use gpt2_model::{ContextOverflow, Gpt2, KvCache};
 use gpt2_tokenizer::Tokenizer;
 
@@ -181,12 +181,27 @@ pub(crate) fn run(
             match logits {
                 // 5. Each sequence's next token (a prompt's, once it is all in).
                 Ok(logits) => {
+                    // The sequences whose prompt is all in draw their tokens together (in
+                    // parallel), then each token is delivered in order.
+                    let mut ready: Vec<(usize, &[f32])> = Vec::new();
                     for (&i, l) in rows.iter().zip(&logits) {
                         let a = &mut active[i];
                         a.fed += take[i];
                         if a.fed == a.seq.prompt().len() {
-                            accept(a, l, tok, metrics);
+                            ready.push((i, l));
                         }
+                    }
+                    let mut batch: Vec<(&mut Sequence<'_>, &[f32])> = Vec::new();
+                    let mut next = ready.iter().peekable();
+                    for (i, a) in active.iter_mut().enumerate() {
+                        if let Some(&(_, l)) = next.next_if(|(r, _)| *r == i) {
+                            batch.push((&mut a.seq, l));
+                        }
+                    }
+                    let tokens = Sequence::accept_all(&mut batch);
+                    drop(batch);
+                    for (&(i, _), token) in ready.iter().zip(tokens) {
+                        deliver(&mut active[i], token, tok, metrics);
                     }
                 }
                 Err(e) => {
@@ -382,9 +397,14 @@ fn start<'t>(
     })
 }
 
-/// Hands `a` the logits for its next token and sends what comes of it.
-fn accept(a: &mut Active<'_>, logits: &[f32], tok: &Tokenizer, metrics: &Metrics) {
-    let token = match a.seq.accept(logits) {
+/// Hands `a` its next token (drawn by [`Sequence::accept_all`]) and sends what comes of it.
+fn deliver(
+    a: &mut Active<'_>,
+    token: Result<GeneratedToken, GenerateError>,
+    tok: &Tokenizer,
+    metrics: &Metrics,
+) {
+    let token = match token {
         Ok(t) => t,
         Err(e) => return fail(&a.req, internal(e), metrics),
     };
