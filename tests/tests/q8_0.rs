@@ -44,23 +44,31 @@ fn q8_0_shared_gpt2_tiny() {
     assert!(margin < Q8_MARGIN, "{margin}");
 }
 
-/// A random model of GPT-2's proportions (n_embd 128, 4 heads, 4 layers, full vocabulary):
-/// Q8_0 against the same weights in f32.
-#[test]
-fn q8_0_random_model_close_to_f32() {
+/// A random model of GPT-2's proportions (n_embd 128, 4 heads, the full vocabulary) in f32,
+/// and the same weights saved and loaded as Q8_0 (the directory lives as long as the
+/// returned guard).
+fn random_f32_and_q8_0(n_ctx: usize, n_layer: usize, seed: u64) -> (Gpt2, Gpt2, tempfile::TempDir) {
     let config = Config {
         n_vocab: 50257,
-        n_ctx: 64,
+        n_ctx,
         n_embd: 128,
         n_head: 4,
-        n_layer: 4,
+        n_layer,
         layer_norm_epsilon: 1e-5,
     };
-    let f32m = Gpt2::random(&config, 3, &LoadOptions::default()).expect("random");
+    let f32m = Gpt2::random(&config, seed, &LoadOptions::default()).expect("random");
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path().join("m");
     f32m.save_hf(&dir).expect("save");
     let q8 = Gpt2::load(&dir, &LoadOptions::q8_0()).expect("load q8_0");
+    (f32m, q8, tmp)
+}
+
+/// A random model of GPT-2's proportions (n_embd 128, 4 heads, 4 layers, full vocabulary):
+/// Q8_0 against the same weights in f32.
+#[test]
+fn q8_0_random_model_close_to_f32() {
+    let (f32m, q8, tmp) = random_f32_and_q8_0(64, 4, 3);
     let (mut worst, mut agree, mut compared, mut margin) = (0f32, 0, 0, 0f64);
     for prompt in [
         &[464u32, 3290, 318][..],
@@ -97,19 +105,7 @@ fn q8_0_random_model_close_to_f32() {
 /// after such a prefill equals the cache-free product of the whole sequence.
 #[test]
 fn q8_0_long_prompts_close_to_f32_and_to_decode() {
-    let config = Config {
-        n_vocab: 50257,
-        n_ctx: 160,
-        n_embd: 128,
-        n_head: 4,
-        n_layer: 2,
-        layer_norm_epsilon: 1e-5,
-    };
-    let f32m = Gpt2::random(&config, 5, &LoadOptions::default()).expect("random");
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let dir = tmp.path().join("m");
-    f32m.save_hf(&dir).expect("save");
-    let q8 = Gpt2::load(&dir, &LoadOptions::q8_0()).expect("load q8_0");
+    let (f32m, q8, _tmp) = random_f32_and_q8_0(160, 2, 5);
     let prompt: Vec<u32> = (0..140u32).map(|i| (i * 7919 + 13) % 50257).collect();
     let (d, _, _, _) = compare(&f32m, &q8, &prompt, 0);
     eprintln!("random n_embd 128, 140-token prompt: q8_0 max |logit diff| vs f32 = {d:.3e}");

@@ -7,8 +7,9 @@
 //! - [`softmax`]: the attention softmax with its additive mask, rows in parallel;
 //! - [`attend_one_query`]: a decode step's attention, one query per sequence and head, as
 //!   direct loops over the cached keys and values;
-//! - [`log_sum_exp`]: the sampler's softmax normalizer over a vocabulary of logits (called
-//!   from `crate::generate`'s `log_sum_exp`, the one caller that is not a layer).
+//! - [`log_sum_exp`] and [`max`]: the sampler's softmax normalizer and largest logit over a
+//!   vocabulary (called from `crate::generate`'s `log_sum_exp` and `argmax`, the callers
+//!   that are not layers).
 
 use candle_core::{CpuStorage, DType, Storage, Tensor};
 
@@ -41,22 +42,30 @@ pub fn log_sum_exp(x: &[f32]) -> f64 {
     log_sum_exp_loops(x)
 }
 
+/// The largest of `x` (−∞ for none; NaN values are the caller's to reject first), in 16
+/// independent lanes, which the compiler vectorizes: one running maximum is a chain of
+/// dependent compares (~1 ns per value). For [`log_sum_exp`] and the sampler's `argmax`.
+#[inline(always)]
+pub fn max(x: &[f32]) -> f32 {
+    let mut top = [f32::NEG_INFINITY; 16];
+    let mut groups = x.chunks_exact(16);
+    for g in &mut groups {
+        for (t, &v) in top.iter_mut().zip(g) {
+            *t = if v > *t { v } else { *t };
+        }
+    }
+    groups
+        .remainder()
+        .iter()
+        .chain(&top)
+        .fold(f32::NEG_INFINITY, |m, &v| if v > m { v } else { m })
+}
+
 /// [`log_sum_exp`]'s loops, inlined into each copy.
 #[inline(always)]
 fn log_sum_exp_loops(x: &[f32]) -> f64 {
     {
-        let mut top = [f32::NEG_INFINITY; 16];
-        let mut groups = x.chunks_exact(16);
-        for g in &mut groups {
-            for (t, &v) in top.iter_mut().zip(g) {
-                *t = if v > *t { v } else { *t };
-            }
-        }
-        let max = groups
-            .remainder()
-            .iter()
-            .chain(&top)
-            .fold(f32::NEG_INFINITY, |m, &v| if v > m { v } else { m });
+        let max = max(x);
         if !max.is_finite() {
             return max as f64;
         }

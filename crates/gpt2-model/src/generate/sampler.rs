@@ -39,21 +39,9 @@ pub struct Sample {
 /// Index of the largest logit (the first one on ties). Errors on an empty slice or a NaN.
 pub fn argmax(logits: &[f32]) -> Result<usize, SamplingError> {
     check_logits(logits)?;
-    // The largest value in 16 independent lanes (which the compiler vectorizes; one running
-    // maximum is a chain of dependent compares), then its first index: the same answer as one
-    // loop keeping the first strict maximum.
-    let mut lanes = [f32::NEG_INFINITY; 16];
-    let mut groups = logits.chunks_exact(16);
-    for g in &mut groups {
-        for (m, &l) in lanes.iter_mut().zip(g) {
-            *m = if l > *m { l } else { *m };
-        }
-    }
-    let max = groups
-        .remainder()
-        .iter()
-        .chain(&lanes)
-        .fold(f32::NEG_INFINITY, |m, &l| if l > m { l } else { m });
+    // The largest value (vectorized), then its first index: the same answer as one loop
+    // keeping the first strict maximum.
+    let max = crate::cpu::ops::max(logits);
     Ok(logits.iter().position(|&l| l == max).unwrap_or(0))
 }
 
