@@ -129,7 +129,7 @@ fn pack_strip(w: &Q8Matrix, s: usize, out: &mut [u8]) {
 type TileFn =
     fn(q: &[u8], d: &[f32], strip: &[u8], rows: usize, y: &mut [f32], n: usize, cols: usize);
 
-/// Packs one strip: `(w, s, out)` as [`pack_strip`] does, with the same bytes.
+/// Packs one strip: `(w, s, out)`, the bytes of the scalar `pack_strip` (tested against it).
 type PackFn = fn(w: &Q8Matrix, s: usize, out: &mut [u8]);
 
 /// The kernels for this CPU, `None` without AVX-512 F and VNNI.
