@@ -288,6 +288,9 @@ pub fn attend_one_query(
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+    use candle_core::Device;
+
     #[test]
     fn log_sum_exp_is_within_1e_7_of_an_f64_sum() {
         // A vocabulary of logits (with a −∞, as a logit bias makes), and short rows.
@@ -296,7 +299,7 @@ mod tests {
             .map(|v| v * 20.0)
             .collect();
         x[7] = f32::NEG_INFINITY;
-        x[40_000] = 31.0; // the largest, in the last block
+        x[40_000] = 31.0; // the largest, deep in the row
         for len in [50257, 300, 17, 1] {
             let x = &x[..len];
             let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
@@ -311,9 +314,6 @@ mod tests {
         assert_eq!(log_sum_exp(&[f32::NEG_INFINITY; 3]), f64::NEG_INFINITY);
         assert_eq!(log_sum_exp(&[]), f64::NEG_INFINITY);
     }
-
-    use super::*;
-    use candle_core::Device;
 
     #[test]
     fn masked_softmax_matches_candles_ops() -> Result<()> {
