@@ -191,6 +191,7 @@ pub(crate) fn run(
                             ready.push((i, l));
                         }
                     }
+                    // `rows`, and so `ready`, ascend: one walk over `active` pairs them.
                     let mut batch: Vec<(&mut Sequence<'_>, &[f32])> = Vec::new();
                     let mut next = ready.iter().peekable();
                     for (i, a) in active.iter_mut().enumerate() {
