@@ -4,7 +4,7 @@
 #
 #   tools/serve_curl_clients.sh GPT2_BIN MODEL_DIR [DTYPE] [CLIENTS] [REQUESTS_PER_CLIENT]
 #
-# Each client sends its requests back to back: a 32-token prompt (its own first token), 128
+# The server runs with 2 threads. Each client sends its requests back to back: a 32-token prompt (its own first token), 128
 # greedy tokens, `ignore_eos`, streamed. Prints the server's mean inter-token latency (from
 # `/metrics`) and the output tokens per second over the wall time (every token is counted:
 # `max_tokens` times the requests). Needs curl and python3.

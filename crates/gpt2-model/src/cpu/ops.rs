@@ -64,30 +64,28 @@ pub fn max(x: &[f32]) -> f32 {
 /// [`log_sum_exp`]'s loops, inlined into each copy.
 #[inline(always)]
 fn log_sum_exp_loops(x: &[f32]) -> f64 {
-    {
-        let max = max(x);
-        if !max.is_finite() {
-            return max as f64;
-        }
-        // Plain loops: an iterator's `fold` here was left out of line, and so scalar.
-        let mut sum = 0f64;
-        for block in x.chunks(256) {
-            let mut lanes = [0f32; 16];
-            let mut groups = block.chunks_exact(16);
-            for g in &mut groups {
-                for (l, &v) in lanes.iter_mut().zip(g) {
-                    *l += fast_exp::exp_or_zero(v - max);
-                }
-            }
-            for &v in groups.remainder() {
-                sum += fast_exp::exp_or_zero(v - max) as f64;
-            }
-            for l in lanes {
-                sum += l as f64;
-            }
-        }
-        max as f64 + sum.ln()
+    let max = max(x);
+    if !max.is_finite() {
+        return max as f64;
     }
+    // Plain loops: an iterator's `fold` here was left out of line, and so scalar.
+    let mut sum = 0f64;
+    for block in x.chunks(256) {
+        let mut lanes = [0f32; 16];
+        let mut groups = block.chunks_exact(16);
+        for g in &mut groups {
+            for (l, &v) in lanes.iter_mut().zip(g) {
+                *l += fast_exp::exp_or_zero(v - max);
+            }
+        }
+        for &v in groups.remainder() {
+            sum += fast_exp::exp_or_zero(v - max) as f64;
+        }
+        for l in lanes {
+            sum += l as f64;
+        }
+    }
+    max as f64 + sum.ln()
 }
 
 /// Whether `t` is a CPU f32 tensor outside any gradient graph: what these kernels take.

@@ -93,6 +93,11 @@ impl Activations {
     }
 }
 
+/// How many rows of `w` strip `s` holds (`NR`, fewer in the last strip).
+fn strip_rows(w: &Q8Matrix, s: usize) -> usize {
+    NR.min(w.rows().saturating_sub(s * NR))
+}
+
 /// Strip `s` of `w` (rows `s·NR ..`, zero past the last row) packed for the kernel into
 /// `out`, `k / BLOCK` packed blocks: the layout in scalar code, which the packing kernels
 /// equal byte for byte (tested).
@@ -100,7 +105,7 @@ impl Activations {
 fn pack_strip(w: &Q8Matrix, s: usize, out: &mut [u8]) {
     let nb = w.k() / BLOCK;
     debug_assert_eq!(out.len(), nb * PACKED_BLOCK);
-    let cols = NR.min(w.rows().saturating_sub(s * NR));
+    let cols = strip_rows(w, s);
     if cols < NR {
         out.fill(0);
     }
@@ -146,7 +151,7 @@ fn kernels() -> Option<(TileFn, PackFn)> {
                         unsafe { x86::tile_avx512vnni(q, d, strip, rows, y, n, cols) }
                     },
                     |w, s, out| {
-                        let cols = NR.min(w.rows().saturating_sub(s * NR));
+                        let cols = strip_rows(w, s);
                         let rows = w.row_range_blocks(s * NR, cols);
                         // SAFETY: as above.
                         unsafe { x86::pack_avx512vnni(rows, w.k() / BLOCK, cols, out) }
@@ -256,6 +261,16 @@ mod x86 {
     use super::{BLOCK, BLOCK_BYTES, GROUPS, MR, NR, PACKED_BLOCK, SCALES_AT, SUMS_AT};
     use std::arch::x86_64::*;
 
+    /// The masks of a strip's first `cols` lanes in its two 16-lane vectors.
+    fn lane_masks(cols: usize) -> (u16, u16) {
+        let mask = if cols >= NR {
+            u32::MAX
+        } else {
+            (1u32 << cols) - 1
+        };
+        (mask as u16, (mask >> 16) as u16)
+    }
+
     /// [`super::TileFn`] for AVX-512 F + VNNI: the tile's row count chosen at compile time.
     ///
     /// # Safety
@@ -306,12 +321,7 @@ mod x86 {
         // Row offsets as i32 ([`super::matmul_t`] takes no longer rows).
         assert!(i32::try_from(NR * rb).is_ok());
         let stride = rb as i32;
-        let mask = if cols >= NR {
-            u32::MAX
-        } else {
-            (1u32 << cols) - 1
-        };
-        let (k0, k1) = (mask as u16, (mask >> 16) as u16);
+        let (k0, k1) = lane_masks(cols);
         // SAFETY: the features are the caller's promise. A gather reads four bytes at
         // `rows + c·rb + b·34 + o` for the rows `c < cols` its mask keeps, with
         // `o + 4 ≤ 34`: inside `rows`. The stores stay inside `out` (asserted above).
@@ -399,12 +409,7 @@ mod x86 {
                 }
             }
             // The first `cols` of the 32 columns, row by row.
-            let mask = if cols >= NR {
-                u32::MAX
-            } else {
-                (1u32 << cols) - 1
-            };
-            let (m0, m1) = (mask as u16, (mask >> 16) as u16);
+            let (m0, m1) = lane_masks(cols);
             for (r, acc) in acc.iter().enumerate() {
                 let out = y.as_mut_ptr().add(r * n);
                 _mm512_mask_storeu_ps(out, m0, acc[0]);
