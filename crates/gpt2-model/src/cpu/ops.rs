@@ -123,7 +123,7 @@ fn gelu_in_place(v: &mut [f32]) {
 
 /// `x / (1 + exp(−2u))`, `u = √(2/π)·(x + 0.044715·x³)`: branch-free, so that it vectorizes.
 #[inline(always)]
-fn gelu_f32(x: f32) -> f32 {
+pub(super) fn gelu_f32(x: f32) -> f32 {
     const SQRT_TWO_OVER_PI: f32 = 0.797_884_6;
     let u = SQRT_TWO_OVER_PI * x * (1.0 + 0.044715 * x * x);
     let y = -2.0 * u;
@@ -180,7 +180,7 @@ pub fn softmax(scores: &Tensor, mask: Option<&Tensor>) -> Result<Option<Tensor>>
 
 /// One row of [`softmax`], in place: `x += mask`, then `e^(x − max) / Σ`.
 #[inline(always)]
-fn softmax_row(x: &mut [f32], mask: Option<&[f32]>) {
+pub(super) fn softmax_row(x: &mut [f32], mask: Option<&[f32]>) {
     if let Some(m) = mask {
         for (x, m) in x.iter_mut().zip(m) {
             *x += m;

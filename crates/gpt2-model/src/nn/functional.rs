@@ -1,8 +1,9 @@
 //! The stateless ops of the layers. Each takes its fast path where one exists (one labelled
-//! call into [`crate::cpu::ops`], or candle's fused kernel) and otherwise computes its
-//! reference path: plain candle ops, which run on every device and record their backward
+//! call into [`crate::cpu::ops`], or candle's fused kernel; in training, one into
+//! `crate::cpu::train_ops`, whose backward passes are written by hand) and otherwise computes
+//! its reference path: plain candle ops, which run on every device and record their backward
 //! ops for training. [`reference`] holds the reference paths on their own, so that tests can
-//! compare the two.
+//! compare them.
 
 use candle_core::{DType, Tensor, D};
 
@@ -24,6 +25,12 @@ pub fn gelu_new(x: &Tensor) -> Result<Tensor> {
     // Fast path: CPU f32, a vectorized exp on the decode team.
     if let Some(y) = cpu::ops::gelu_new(x)? {
         return Ok(y);
+    }
+    // Training on the CPU in f32: one op forward and one backward.
+    if x.track_op() {
+        if let Some(y) = cpu::train_ops::gelu_new(x)? {
+            return Ok(y);
+        }
     }
     reference::gelu_new(x)
 }
@@ -47,6 +54,12 @@ pub fn softmax(scores: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
     // Fast path: CPU f32, masked in place, rows in parallel.
     if let Some(a) = cpu::ops::softmax(&scores, mask)? {
         return Ok(a);
+    }
+    // Training on the CPU in f32: one op forward and one backward.
+    if scores.track_op() {
+        if let Some(a) = cpu::train_ops::softmax(&scores, mask)? {
+            return Ok(a);
+        }
     }
     let scores = match mask {
         Some(m) => scores.broadcast_add(m)?,
@@ -74,6 +87,10 @@ pub fn softmax(scores: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
 /// ```
 pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Result<Tensor> {
     if x.track_op() || weight.track_op() || bias.track_op() {
+        // Training on the CPU in f32: one op forward and one backward.
+        if let Some(y) = cpu::train_ops::layer_norm(x, weight, bias, eps)? {
+            return Ok(y);
+        }
         return reference::layer_norm(x, weight, bias, eps);
     }
     // candle's fused kernel (every device; it records no backward op).
@@ -218,6 +235,84 @@ mod tests {
         );
         let fused = layer_norm(&x, &w, &b, 1e-5)?;
         assert!(max_diff(&fused, &reference::layer_norm(&x, &w, &b, 1e-5)?)? < 1e-5);
+        Ok(())
+    }
+
+    /// The largest difference between `a` and `b`, relative to `b`'s largest magnitude.
+    fn rel_diff(a: &Tensor, b: &Tensor) -> Result<f32> {
+        let (a, b) = (
+            a.flatten_all()?.to_vec1::<f32>()?,
+            b.flatten_all()?.to_vec1::<f32>()?,
+        );
+        assert_eq!(a.len(), b.len());
+        let scale = b.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-30);
+        Ok(a.iter()
+            .zip(&b)
+            .fold(0f32, |m, (a, b)| m.max((a - b).abs()))
+            / scale)
+    }
+
+    /// The values of `f(vars)` and the gradients of `Σ f(vars)·r` w.r.t. `vars`, for a fixed
+    /// random `r` (so that every output carries its own upstream gradient).
+    fn value_and_grads(
+        vars: &[&Var],
+        r: &Tensor,
+        f: &dyn Fn(&[&Tensor]) -> Result<Tensor>,
+    ) -> Result<(Tensor, Vec<Tensor>)> {
+        let ts: Vec<&Tensor> = vars.iter().map(|v| v.as_tensor()).collect();
+        let y = f(&ts)?;
+        let grads = (&y * r)?.sum_all()?.backward()?;
+        let g = vars
+            .iter()
+            .map(|v| grads.get(v.as_tensor()).cloned().expect("a gradient"))
+            .collect();
+        Ok((y.detach(), g))
+    }
+
+    #[test]
+    fn training_paths_match_the_autograd_of_the_reference_paths() -> Result<()> {
+        let dev = Device::Cpu;
+        // GELU, past both ends of exp's range too.
+        let mut v = Tensor::randn(0f32, 3.0, 1050, &dev)?.to_vec1::<f32>()?;
+        v[..4].copy_from_slice(&[-60.0, 60.0, 0.0, -0.0]);
+        let x = Var::from_tensor(&Tensor::new(v, &dev)?.reshape((3, 7, 50))?)?;
+        let r = Tensor::randn(0f32, 1.0, (3, 7, 50), &dev)?;
+        let ours = value_and_grads(&[&x], &r, &|t| gelu_new(t[0]))?;
+        let refs = value_and_grads(&[&x], &r, &|t| reference::gelu_new(t[0]))?;
+        assert!(rel_diff(&ours.0, &refs.0)? < 1e-6);
+        assert!(rel_diff(&ours.1[0], &refs.1[0])? < 1e-5);
+
+        // Layer norm: 70 rows make three tasks of partial sums, the last one short.
+        for (rows, c) in [(70, 24), (1, 5), (33, 768)] {
+            let x = Var::from_tensor(&Tensor::randn(0.5f32, 2.0, (rows, c), &dev)?)?;
+            let w = Var::from_tensor(&Tensor::randn(1f32, 0.3, c, &dev)?)?;
+            let b = Var::from_tensor(&Tensor::randn(0f32, 0.3, c, &dev)?)?;
+            let r = Tensor::randn(0f32, 1.0, (rows, c), &dev)?;
+            let vars = [&x, &w, &b];
+            let ours = value_and_grads(&vars, &r, &|t| layer_norm(t[0], t[1], t[2], 1e-5))?;
+            let refs = value_and_grads(&vars, &r, &|t| {
+                reference::layer_norm(t[0], t[1], t[2], 1e-5)
+            })?;
+            assert!(rel_diff(&ours.0, &refs.0)? < 1e-5, "y, {rows}×{c}");
+            for (i, (a, b)) in ours.1.iter().zip(&refs.1).enumerate() {
+                let d = rel_diff(a, b)?;
+                assert!(d < 1e-5, "gradient {i}, {rows}×{c}: {d}");
+            }
+        }
+
+        // The attention softmax, with and without its mask.
+        let mask = crate::nn::attention::causal_mask(&[0, 2], 0, 5, &dev)?;
+        let x = Var::from_tensor(&Tensor::randn(0f32, 2.0, (2, 3, 5, 5), &dev)?)?;
+        let r = Tensor::randn(0f32, 1.0, (2, 3, 5, 5), &dev)?;
+        for m in [Some(&mask), None] {
+            let ours = value_and_grads(&[&x], &r, &|t| softmax(t[0], m))?;
+            let refs = value_and_grads(&[&x], &r, &|t| match m {
+                Some(m) => reference::softmax(&t[0].broadcast_add(m)?),
+                None => reference::softmax(t[0]),
+            })?;
+            assert!(rel_diff(&ours.0, &refs.0)? < 1e-6);
+            assert!(rel_diff(&ours.1[0], &refs.1[0])? < 1e-5);
+        }
         Ok(())
     }
 

@@ -1,0 +1,516 @@
+//! The layers' elementwise ops for training, forward and backward written by hand, as llm.c
+//! writes each layer's: GELU, layer norm and the attention softmax as candle custom ops.
+//!
+//! Their reference paths (`crate::nn::functional::reference`) are chains of plain candle ops:
+//! a layer norm is eight of them forward and some twenty backward, GELU's backward eleven,
+//! and each allocates a tensor of the activations' size, records its own backward op and
+//! passes over memory once more. Here each op is one pass forward and one backward, in f32,
+//! with rows in parallel on rayon's threads, and candle's autograd calls the backward pass
+//! through [`CustomOp1::bwd`] and its siblings. Each is tested against the autograd of its
+//! reference path (values and gradients).
+//!
+//! They apply to contiguous f32 CPU tensors that are part of a gradient graph; inference
+//! takes [`super::ops`] instead, and every other case the reference paths. Each is called
+//! from one place in `crate::nn::functional`.
+
+use candle_core::{
+    backend::BackendStorage, CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Shape,
+    Tensor,
+};
+use rayon::prelude::*;
+
+use super::fast_exp::{self, exp_f32};
+use super::ops::{gelu_f32, softmax_row};
+use crate::error::Result;
+
+/// Rows per parallel task, and per partial sum of the layer norm's weight gradients: fixed,
+/// so the sums' order (and their rounding) does not depend on the number of threads.
+const ROWS: usize = 32;
+
+/// Values per parallel task of the elementwise GELU.
+const CHUNK: usize = 1 << 14;
+
+/// Whether `t` is a contiguous f32 CPU tensor: what these kernels take.
+fn applies(t: &Tensor) -> bool {
+    t.device().is_cpu() && t.dtype() == DType::F32 && t.is_contiguous()
+}
+
+/// The values of a contiguous f32 CPU storage.
+fn values<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> candle_core::Result<&'a [f32]> {
+    match (s, l.contiguous_offsets()) {
+        (CpuStorage::F32(v), Some((start, end))) => v
+            .get(start..end)
+            .ok_or_else(|| candle_core::Error::Msg(format!("{op}: layout past the storage"))),
+        _ => Err(candle_core::Error::Msg(format!(
+            "{op}: expected contiguous f32 values, got {:?}",
+            s.dtype()
+        ))),
+    }
+}
+
+/// `Err` unless `a` and `b` have the same shape.
+fn same_shape(a: &Layout, b: &Layout, op: &str) -> candle_core::Result<()> {
+    if a.shape() == b.shape() {
+        return Ok(());
+    }
+    Err(candle_core::Error::Msg(format!(
+        "{op}: shapes {:?} and {:?} differ",
+        a.shape(),
+        b.shape()
+    )))
+}
+
+/// GPT-2's GELU ([`super::ops::gelu_new`]'s numbers) with its backward pass, for a tensor in
+/// a gradient graph. `None` when `x` is not a contiguous f32 CPU tensor.
+pub fn gelu_new(x: &Tensor) -> Result<Option<Tensor>> {
+    if !applies(x) {
+        return Ok(None);
+    }
+    Ok(Some(x.apply_op1(GeluNew)?))
+}
+
+/// `gelu_new`: `y = x·σ(2u)`, `u = √(2/π)·(x + 0.044715·x³)` (σ the logistic function).
+struct GeluNew;
+
+impl CustomOp1 for GeluNew {
+    fn name(&self) -> &'static str {
+        "gelu_new"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let x = values(s, l, self.name())?;
+        let mut y = vec![0f32; x.len()];
+        y.par_chunks_mut(CHUNK)
+            .zip(x.par_chunks(CHUNK))
+            .for_each(|(y, x)| {
+                fast_exp::vectorized(|| {
+                    for (y, &x) in y.iter_mut().zip(x) {
+                        *y = gelu_f32(x);
+                    }
+                })
+            });
+        Ok((CpuStorage::F32(y), l.shape().clone()))
+    }
+
+    fn bwd(&self, x: &Tensor, _y: &Tensor, dy: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        Ok(Some(
+            x.apply_op2_no_bwd(&dy.contiguous()?, &GeluNewBackward)?,
+        ))
+    }
+}
+
+/// `(x, dy) → dx = dy · d gelu/dx`.
+struct GeluNewBackward;
+
+/// The derivative of [`gelu_f32`] at `x`: with `s = σ(2u)`, `d(x·s)/dx = s + x·2s(1 − s)·u'`,
+/// `u' = √(2/π)·(1 + 3·0.044715·x²)`. (The same as `½(1 + tanh u) + ½x(1 − tanh²u)·u'`,
+/// since `tanh u = 2s − 1`.)
+#[inline(always)]
+fn gelu_grad(x: f32) -> f32 {
+    const SQRT_TWO_OVER_PI: f32 = 0.797_884_6;
+    let u = SQRT_TWO_OVER_PI * x * (1.0 + 0.044715 * x * x);
+    let du = SQRT_TWO_OVER_PI * (1.0 + 3.0 * 0.044715 * x * x);
+    // exp_f32 clamps its argument, so s is 0 or 1 (not NaN) far out.
+    let s = 1.0 / (1.0 + exp_f32(-2.0 * u));
+    s + x * 2.0 * s * (1.0 - s) * du
+}
+
+impl CustomOp2 for GeluNewBackward {
+    fn name(&self) -> &'static str {
+        "gelu_new_backward"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        same_shape(l1, l2, self.name())?;
+        let (x, dy) = (values(s1, l1, self.name())?, values(s2, l2, self.name())?);
+        let mut dx = vec![0f32; x.len()];
+        dx.par_chunks_mut(CHUNK)
+            .zip(x.par_chunks(CHUNK).zip(dy.par_chunks(CHUNK)))
+            .for_each(|(dx, (x, dy))| {
+                fast_exp::vectorized(|| {
+                    for ((dx, &x), &dy) in dx.iter_mut().zip(x).zip(dy) {
+                        *dx = dy * gelu_grad(x);
+                    }
+                })
+            });
+        Ok((CpuStorage::F32(dx), l1.shape().clone()))
+    }
+}
+
+/// Layer normalisation over the last dimension with its backward pass (for `x`, `weight`
+/// and `bias`), when all three are contiguous f32 CPU tensors, `weight` and `bias` of the
+/// last dimension's size; `None` otherwise.
+pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Result<Option<Tensor>> {
+    let c = x.dims().last().copied().unwrap_or(0);
+    let fits = weight.dims() == [c] && bias.dims() == [c] && c > 0;
+    if !fits || ![x, weight, bias].into_iter().all(applies) {
+        return Ok(None);
+    }
+    Ok(Some(x.apply_op3(
+        weight,
+        bias,
+        LayerNorm { eps: eps as f32 },
+    )?))
+}
+
+/// `(x, weight, bias) → (x − mean) · rstd · weight + bias` per row, `rstd = 1/√(var + eps)`.
+struct LayerNorm {
+    eps: f32,
+}
+
+/// The sum of `v`, in eight partial sums (so that it vectorizes).
+#[inline(always)]
+fn sum8(v: impl Iterator<Item = f32>) -> f32 {
+    let mut acc = [0f32; 8];
+    for (i, x) in v.enumerate() {
+        acc[i % 8] += x;
+    }
+    acc.iter().sum()
+}
+
+/// A row's mean and `1/√(var + eps)` (the biased variance, from the centred values).
+#[inline(always)]
+fn moments(x: &[f32], eps: f32) -> (f32, f32) {
+    let n = x.len() as f32;
+    let mean = sum8(x.iter().copied()) / n;
+    let var = sum8(x.iter().map(|&v| (v - mean) * (v - mean))) / n;
+    (mean, 1.0 / (var + eps).sqrt())
+}
+
+/// The values of a vector of `c` values (a layer norm's gain or shift), checked.
+fn vector_of<'a>(
+    c: usize,
+    s: &'a CpuStorage,
+    l: &Layout,
+    op: &str,
+) -> candle_core::Result<&'a [f32]> {
+    let v = values(s, l, op)?;
+    if v.len() != c || c == 0 {
+        return Err(candle_core::Error::Msg(format!(
+            "{op}: expected a gain and shift of {c} values, got {}",
+            v.len()
+        )));
+    }
+    Ok(v)
+}
+
+impl CustomOp3 for LayerNorm {
+    fn name(&self) -> &'static str {
+        "layer_norm"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let c = l1.dims().last().copied().unwrap_or(0);
+        let (w, b) = (
+            vector_of(c, s2, l2, self.name())?,
+            vector_of(c, s3, l3, self.name())?,
+        );
+        let x = values(s1, l1, self.name())?;
+        let mut y = vec![0f32; x.len()];
+        y.par_chunks_mut(ROWS * c)
+            .zip(x.par_chunks(ROWS * c))
+            .for_each(|(y, x)| {
+                fast_exp::vectorized(|| {
+                    for (y, x) in y.chunks_exact_mut(c).zip(x.chunks_exact(c)) {
+                        let (mean, rstd) = moments(x, self.eps);
+                        for (((y, &x), &w), &b) in y.iter_mut().zip(x).zip(w).zip(b) {
+                            *y = (x - mean) * rstd * w + b;
+                        }
+                    }
+                })
+            });
+        Ok((CpuStorage::F32(y), l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        weight: &Tensor,
+        bias: &Tensor,
+        _y: &Tensor,
+        dy: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let c = weight.elem_count();
+        let rows = x.elem_count() / c;
+        // [rows + 2, c]: dx, then d weight, then d bias.
+        let all = x.apply_op3_no_bwd(
+            weight,
+            &dy.contiguous()?,
+            &LayerNormBackward { eps: self.eps },
+        )?;
+        let dx = all.narrow(0, 0, rows)?.reshape(x.shape())?;
+        let dw = all.narrow(0, rows, 1)?.reshape(weight.shape())?;
+        let db = all.narrow(0, rows + 1, 1)?.reshape(bias.shape())?;
+        Ok((Some(dx), Some(dw), Some(db)))
+    }
+}
+
+/// `(x, weight, dy) → [rows + 2, c]`: the rows of `dx`, then `d weight`, then `d bias`.
+///
+/// With `x̂ = (x − mean)·rstd` and `d = dy·weight` per row:
+/// `dx = rstd·(d − mean(d) − x̂·mean(d·x̂))`, `d weight = Σ_rows dy·x̂`, `d bias = Σ_rows dy`
+/// (the statistics recomputed from `x`, as cheap as storing them).
+struct LayerNormBackward {
+    eps: f32,
+}
+
+impl CustomOp3 for LayerNormBackward {
+    fn name(&self) -> &'static str {
+        "layer_norm_backward"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        same_shape(l1, l3, self.name())?;
+        let c = l1.dims().last().copied().unwrap_or(0);
+        let w = vector_of(c, s2, l2, self.name())?;
+        let (x, dy) = (values(s1, l1, self.name())?, values(s3, l3, self.name())?);
+        let rows = x.len() / c;
+        let mut out = vec![0f32; (rows + 2) * c];
+        let (dx, sums) = out.split_at_mut(rows * c);
+        // Each task's rows add into their own partial sums of d weight | d bias.
+        let partials: Vec<Vec<f32>> = dx
+            .par_chunks_mut(ROWS * c)
+            .zip(x.par_chunks(ROWS * c).zip(dy.par_chunks(ROWS * c)))
+            .map(|(dx, (x, dy))| {
+                let mut part = vec![0f32; 2 * c];
+                fast_exp::vectorized(|| {
+                    let (dw, db) = part.split_at_mut(c);
+                    let rows = dx.chunks_exact_mut(c).zip(x.chunks_exact(c));
+                    for ((dx, x), dy) in rows.zip(dy.chunks_exact(c)) {
+                        layer_norm_backward_row(x, w, dy, self.eps, dx, dw, db);
+                    }
+                });
+                part
+            })
+            .collect();
+        for part in &partials {
+            for (s, p) in sums.iter_mut().zip(part) {
+                *s += p;
+            }
+        }
+        Ok((CpuStorage::F32(out), Shape::from((rows + 2, c))))
+    }
+}
+
+/// One row of [`LayerNormBackward`]: writes `dx`, adds into `dw` and `db`.
+#[inline(always)]
+fn layer_norm_backward_row(
+    x: &[f32],
+    w: &[f32],
+    dy: &[f32],
+    eps: f32,
+    dx: &mut [f32],
+    dw: &mut [f32],
+    db: &mut [f32],
+) {
+    let (mean, rstd) = moments(x, eps);
+    let n = x.len() as f32;
+    let d_mean = sum8(dy.iter().zip(w).map(|(&g, &w)| g * w)) / n;
+    let d_xhat_mean = sum8(
+        dy.iter()
+            .zip(w)
+            .zip(x)
+            .map(|((&g, &w), &x)| g * w * ((x - mean) * rstd)),
+    ) / n;
+    for i in 0..x.len() {
+        let xhat = (x[i] - mean) * rstd;
+        dx[i] = (dy[i] * w[i] - d_mean - xhat * d_xhat_mean) * rstd;
+        dw[i] += dy[i] * xhat;
+        db[i] += dy[i];
+    }
+}
+
+/// `softmax(scores + mask)` over the last dimension with its backward pass (for `scores`):
+/// `scores` `[b, h, s, L]`, `mask` `[b, 1, s, L]` (0 or −∞) or `None`. `None` when the
+/// tensors are not contiguous f32 CPU tensors of those shapes.
+pub fn softmax(scores: &Tensor, mask: Option<&Tensor>) -> Result<Option<Tensor>> {
+    let (b, h, s, l) = scores.dims4()?;
+    if !applies(scores) {
+        return Ok(None);
+    }
+    let op = Softmax { heads: h };
+    match mask {
+        None => Ok(Some(scores.apply_op1(op)?)),
+        Some(m) if applies(m) && !m.track_op() && m.dims() == [b, 1, s, l] => {
+            Ok(Some(scores.apply_op2(m, op)?))
+        }
+        Some(_) => Ok(None),
+    }
+}
+
+/// `scores` (`[b, h, s, L]`, `heads` = h), with or without a mask `[b, 1, s, L]` → `a`.
+struct Softmax {
+    heads: usize,
+}
+
+impl Softmax {
+    fn forward(
+        &self,
+        scores: &[f32],
+        layout: &Layout,
+        mask: Option<&[f32]>,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (_, _, s, l) = layout.shape().dims4()?;
+        let mut a = scores.to_vec();
+        // One task per sequence and head: `s` rows, masked by that sequence's rows.
+        a.par_chunks_mut((s * l).max(1))
+            .enumerate()
+            .for_each(|(bh, rows)| {
+                let seq = bh / self.heads;
+                for (i, row) in rows.chunks_mut(l.max(1)).enumerate() {
+                    let m = mask.map(|m| &m[(seq * s + i) * l..(seq * s + i + 1) * l]);
+                    fast_exp::vectorized(|| softmax_row(row, m));
+                }
+            });
+        Ok((CpuStorage::F32(a), layout.shape().clone()))
+    }
+}
+
+impl CustomOp1 for Softmax {
+    fn name(&self) -> &'static str {
+        "softmax"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        self.forward(values(s, l, "softmax")?, l, None)
+    }
+
+    fn bwd(&self, _: &Tensor, a: &Tensor, da: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        Ok(Some(
+            a.apply_op2_no_bwd(&da.contiguous()?, &SoftmaxBackward)?,
+        ))
+    }
+}
+
+impl CustomOp2 for Softmax {
+    fn name(&self) -> &'static str {
+        "masked_softmax"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (b, _, s, l) = l1.shape().dims4()?;
+        if l2.dims() != [b, 1, s, l] {
+            return Err(candle_core::Error::Msg(format!(
+                "masked_softmax: expected a mask [{b}, 1, {s}, {l}], got {:?}",
+                l2.dims()
+            )));
+        }
+        let mask = values(s2, l2, "masked_softmax")?;
+        self.forward(values(s1, l1, "masked_softmax")?, l1, Some(mask))
+    }
+
+    fn bwd(
+        &self,
+        _: &Tensor,
+        _: &Tensor,
+        a: &Tensor,
+        da: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        // The mask is a constant: no gradient.
+        Ok((
+            Some(a.apply_op2_no_bwd(&da.contiguous()?, &SoftmaxBackward)?),
+            None,
+        ))
+    }
+}
+
+/// `(a, da) → d scores = a·(da − Σ a·da)` per row (`a` the softmax's output).
+struct SoftmaxBackward;
+
+impl CustomOp2 for SoftmaxBackward {
+    fn name(&self) -> &'static str {
+        "softmax_backward"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        same_shape(l1, l2, self.name())?;
+        let l = l1.dims().last().copied().unwrap_or(0).max(1);
+        let (a, da) = (values(s1, l1, self.name())?, values(s2, l2, self.name())?);
+        let mut ds = vec![0f32; a.len()];
+        ds.par_chunks_mut(ROWS * l)
+            .zip(a.par_chunks(ROWS * l).zip(da.par_chunks(ROWS * l)))
+            .for_each(|(ds, (a, da))| {
+                fast_exp::vectorized(|| {
+                    let rows = ds.chunks_exact_mut(l).zip(a.chunks_exact(l));
+                    for ((ds, a), da) in rows.zip(da.chunks_exact(l)) {
+                        let dot = sum8(a.iter().zip(da).map(|(&a, &g)| a * g));
+                        for ((ds, &a), &g) in ds.iter_mut().zip(a).zip(da) {
+                            *ds = a * (g - dot);
+                        }
+                    }
+                })
+            });
+        Ok((CpuStorage::F32(ds), l1.shape().clone()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn other_tensors_are_left_to_the_reference_paths() -> Result<()> {
+        let dev = candle_core::Device::Cpu;
+        let x = Tensor::randn(0f32, 1.0, (4, 6), &dev)?;
+        assert!(gelu_new(&x.t()?)?.is_none());
+        assert!(gelu_new(&x.to_dtype(DType::F64)?)?.is_none());
+        let (w, b) = (
+            Tensor::ones(6, DType::F32, &dev)?,
+            Tensor::zeros(6, DType::F32, &dev)?,
+        );
+        assert!(layer_norm(&x, &w.narrow(0, 0, 5)?, &b, 1e-5)?.is_none());
+        assert!(layer_norm(&x, &w, &b.to_dtype(DType::F64)?, 1e-5)?.is_none());
+        let s = x.reshape((1, 1, 4, 6))?;
+        let wrong_mask = Tensor::zeros((1, 1, 4, 5), DType::F32, &dev)?;
+        assert!(softmax(&s, Some(&wrong_mask))?.is_none());
+        Ok(())
+    }
+
+    #[test]
+    fn backward_kernels_refuse_mismatched_shapes() -> Result<()> {
+        let dev = candle_core::Device::Cpu;
+        let a = Tensor::ones((2, 3), DType::F32, &dev)?;
+        let b = Tensor::ones((3, 2), DType::F32, &dev)?;
+        assert!(a.apply_op2_no_bwd(&b, &SoftmaxBackward).is_err());
+        assert!(a.apply_op2_no_bwd(&b, &GeluNewBackward).is_err());
+        let w = Tensor::ones(2, DType::F32, &dev)?;
+        assert!(a
+            .apply_op3_no_bwd(&w, &a, &LayerNormBackward { eps: 1e-5 })
+            .is_err());
+        Ok(())
+    }
+}
