@@ -1,17 +1,19 @@
-//! The layers' elementwise ops for training, forward and backward written by hand, as llm.c
-//! writes each layer's: GELU, layer norm and the attention softmax as candle custom ops.
+//! The layers' ops for training, forward and backward written by hand, as llm.c writes each
+//! layer's: GELU, layer norm, the attention softmax and the whole attention core (split into
+//! heads, softmax(q·kᵀ/√d + mask)·v, merge) as candle custom ops.
 //!
-//! Their reference paths (`crate::nn::functional::reference`) are chains of plain candle ops:
-//! a layer norm is eight of them forward and some twenty backward, GELU's backward eleven,
-//! and each allocates a tensor of the activations' size, records its own backward op and
-//! passes over memory once more. Here each op is one pass forward and one backward, in f32,
-//! with rows in parallel on rayon's threads, and candle's autograd calls the backward pass
+//! Their reference paths (`crate::nn::functional::reference` and the split/attend/merge of
+//! `crate::nn::attention`) are chains of plain candle ops: a layer norm is eight of them
+//! forward and some twenty backward, GELU's backward eleven, attention a dozen, and each
+//! allocates a tensor of the activations' size, records its own backward op and passes over
+//! memory once more. Here each op is one pass forward and one backward, in f32, with rows (or
+//! sequences) in parallel on rayon's threads, and candle's autograd calls the backward pass
 //! through [`CustomOp1::bwd`] and its siblings. Each is tested against the autograd of its
-//! reference path (values and gradients).
+//! reference path (values and gradients, in `crate::nn`'s tests).
 //!
 //! They apply to contiguous f32 CPU tensors that are part of a gradient graph; inference
 //! takes [`super::ops`] instead, and every other case the reference paths. Each is called
-//! from one place in `crate::nn::functional`.
+//! from one place in `crate::nn` (`functional`, and `attention` for [`attention`]).
 
 use candle_core::{
     backend::BackendStorage, CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Shape,
@@ -475,6 +477,341 @@ impl CustomOp2 for SoftmaxBackward {
                 })
             });
         Ok((CpuStorage::F32(ds), l1.shape().clone()))
+    }
+}
+
+/// Causal self-attention's core for training, `qkv` `[b, s, 3·C]` (`c_attn`'s output: q, k,
+/// v, each `n_head` heads of `C / n_head` channels) → `[b, s, C]` (heads merged):
+/// `softmax(q·kᵀ/√d + mask) · v` per sequence and head, with its backward pass (for `qkv`),
+/// as llm.c's `attention_forward`/`attention_backward` compute it. `mask` is
+/// `[b, 1, s, s]` (0 or −∞, no row all −∞), or `None` when every key is visible.
+///
+/// One op in place of the reference path's split into heads (a narrow, a transpose and a
+/// copy for each of q, k, v), scaling, two batched products, the softmax and the merge of the
+/// heads, each a tensor and a recorded backward op (a narrow's backward pads its gradient
+/// with zeros to the full size). The attention weights are not kept: the backward pass
+/// recomputes them (two `s × s × d` products per head, ~5% of a block's arithmetic at
+/// s = 256), as flash attention does, which saves `b·n_head·s²` values per layer.
+///
+/// `None` unless `qkv` is a contiguous f32 CPU tensor of that shape and the mask (when given)
+/// one too, recording no backward op of its own.
+pub fn attention(qkv: &Tensor, n_head: usize, mask: Option<&Tensor>) -> Result<Option<Tensor>> {
+    let (b, s, c3) = qkv.dims3()?;
+    let fits = n_head > 0 && c3 % (3 * n_head) == 0 && c3 > 0;
+    if !fits || !applies(qkv) {
+        return Ok(None);
+    }
+    let op = Attention { n_head };
+    match mask {
+        None => Ok(Some(qkv.apply_op1(op)?)),
+        Some(m) if applies(m) && !m.track_op() && m.dims() == [b, 1, s, s] => {
+            Ok(Some(qkv.apply_op2(m, op)?))
+        }
+        Some(_) => Ok(None),
+    }
+}
+
+/// [`attention`]'s op: `qkv` (and the mask) → `y`.
+struct Attention {
+    n_head: usize,
+}
+
+/// The shape of one attention: `b` sequences of `s` positions, `h` heads of `d` channels.
+#[derive(Clone, Copy)]
+struct Heads {
+    b: usize,
+    s: usize,
+    h: usize,
+    d: usize,
+}
+
+impl Heads {
+    fn of(l: &Layout, n_head: usize, op: &str) -> candle_core::Result<Self> {
+        let (b, s, c3) = l.shape().dims3()?;
+        if n_head == 0 || c3 % (3 * n_head) != 0 {
+            return Err(candle_core::Error::Msg(format!(
+                "{op}: {c3} channels are not q, k, v of {n_head} heads"
+            )));
+        }
+        Ok(Self {
+            b,
+            s,
+            h: n_head,
+            d: c3 / 3 / n_head,
+        })
+    }
+
+    /// `C = h·d`.
+    fn c(&self) -> usize {
+        self.h * self.d
+    }
+
+    /// The mask's `[b, 1, s, s]` values, checked (`None` for no mask).
+    fn mask<'a>(
+        &self,
+        m: Option<(&'a CpuStorage, &Layout)>,
+        op: &str,
+    ) -> candle_core::Result<Option<&'a [f32]>> {
+        let Some((ms, ml)) = m else { return Ok(None) };
+        if ml.dims() != [self.b, 1, self.s, self.s] {
+            return Err(candle_core::Error::Msg(format!(
+                "{op}: expected a mask [{}, 1, {}, {}], got {:?}",
+                self.b,
+                self.s,
+                self.s,
+                ml.dims()
+            )));
+        }
+        values(ms, ml, op).map(Some)
+    }
+}
+
+/// `dst[r·dst_rs + c] = alpha · Σ_i a[r·a_rs + i·a_cs] · b[i·b_rs + c·b_cs]` for `r < m`,
+/// `c < n`, `i < k`, on the calling thread (the callers run one task per sequence).
+///
+/// # Safety
+/// Every index addressed must lie within `dst`, `a` and `b`; the strides non-negative and
+/// the sizes within `isize`.
+#[allow(clippy::too_many_arguments)]
+unsafe fn product(
+    (m, n, k): (usize, usize, usize),
+    dst: &mut [f32],
+    dst_rs: usize,
+    (a, a_rs, a_cs): (&[f32], usize, usize),
+    (b, b_rs, b_cs): (&[f32], usize, usize),
+    alpha: f32,
+) {
+    // SAFETY: the caller's contract; `dst` is written through its own exclusive borrow.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            dst_rs as isize,
+            false,
+            a.as_ptr(),
+            a_cs as isize,
+            a_rs as isize,
+            b.as_ptr(),
+            b_cs as isize,
+            b_rs as isize,
+            0.0,
+            alpha,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    }
+}
+
+/// The attention weights `a` `[s, s]` of head `head` of one sequence: `softmax(q·kᵀ/√d +
+/// mask)`, from the sequence's `qkv` `[s, 3C]` and mask rows `[s, s]`.
+fn weights(shape: Heads, qkv: &[f32], mask: Option<&[f32]>, head: usize, a: &mut [f32]) {
+    let Heads { s, d, .. } = shape;
+    let c = shape.c();
+    let scale = 1.0 / (d as f32).sqrt();
+    let (q, k) = (&qkv[head * d..], &qkv[c + head * d..]);
+    // SAFETY: `a` is s·s; q and k are read at rows < s (stride 3C) and columns < d, within
+    // the sequence's s·3C values from their offsets (< 3C − d + 1).
+    unsafe { product((s, s, d), a, s, (q, 3 * c, 1), (k, 1, 3 * c), scale) };
+    for (i, row) in a.chunks_exact_mut(s).enumerate() {
+        let m = mask.map(|m| &m[i * s..(i + 1) * s]);
+        fast_exp::vectorized(|| softmax_row(row, m));
+    }
+}
+
+impl Attention {
+    fn forward(
+        &self,
+        (s1, l1): (&CpuStorage, &Layout),
+        mask: Option<(&CpuStorage, &Layout)>,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let shape = Heads::of(l1, self.n_head, "attention")?;
+        let mask = shape.mask(mask, "attention")?;
+        let qkv = values(s1, l1, "attention")?;
+        let Heads { b, s, h, d } = shape;
+        let c = shape.c();
+        let mut y = vec![0f32; b * s * c];
+        // One task per sequence: its heads write their columns of its rows.
+        y.par_chunks_mut((s * c).max(1))
+            .enumerate()
+            .for_each(|(seq, y)| {
+                let qkv = &qkv[seq * s * 3 * c..(seq + 1) * s * 3 * c];
+                let mask = mask.map(|m| &m[seq * s * s..(seq + 1) * s * s]);
+                let mut a = vec![0f32; s * s];
+                for head in 0..h {
+                    weights(shape, qkv, mask, head, &mut a);
+                    let v = &qkv[2 * c + head * d..];
+                    // SAFETY: y's rows < s (stride C) from column head·d take d values,
+                    // within its s·C; `a` is s·s; v is read at rows < s (stride 3C), columns
+                    // < d.
+                    unsafe {
+                        product(
+                            (s, d, s),
+                            &mut y[head * d..],
+                            c,
+                            (&a, s, 1),
+                            (v, 3 * c, 1),
+                            1.0,
+                        )
+                    };
+                }
+            });
+        Ok((CpuStorage::F32(y), Shape::from((b, s, c))))
+    }
+}
+
+impl CustomOp1 for Attention {
+    fn name(&self) -> &'static str {
+        "attention"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        self.forward((s, l), None)
+    }
+
+    fn bwd(&self, qkv: &Tensor, _: &Tensor, dy: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        let op = AttentionBackward {
+            n_head: self.n_head,
+            masked: false,
+        };
+        // The mask slot is unused: dy stands in.
+        let dy = dy.contiguous()?;
+        Ok(Some(qkv.apply_op3_no_bwd(&dy, &dy, &op)?))
+    }
+}
+
+impl CustomOp2 for Attention {
+    fn name(&self) -> &'static str {
+        "masked_attention"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        self.forward((s1, l1), Some((s2, l2)))
+    }
+
+    fn bwd(
+        &self,
+        qkv: &Tensor,
+        mask: &Tensor,
+        _: &Tensor,
+        dy: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        let op = AttentionBackward {
+            n_head: self.n_head,
+            masked: true,
+        };
+        // The mask is a constant: no gradient.
+        Ok((
+            Some(qkv.apply_op3_no_bwd(&dy.contiguous()?, mask, &op)?),
+            None,
+        ))
+    }
+}
+
+/// `(qkv, dy, mask) → d qkv` `[b, s, 3C]`, per sequence and head (`a` recomputed):
+///
+/// ```text
+/// da = dy·vᵀ        dv = aᵀ·dy
+/// dz = a ⊙ (da − Σ_row da ⊙ a)            (the softmax's backward; z = q·kᵀ/√d + mask)
+/// dq = dz·k/√d      dk = dzᵀ·q/√d
+/// ```
+struct AttentionBackward {
+    n_head: usize,
+    /// Whether the third input is a mask (else it is ignored).
+    masked: bool,
+}
+
+impl CustomOp3 for AttentionBackward {
+    fn name(&self) -> &'static str {
+        "attention_backward"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let op = self.name();
+        let shape = Heads::of(l1, self.n_head, op)?;
+        let Heads { b, s, h, d } = shape;
+        let c = shape.c();
+        if l2.dims() != [b, s, c] {
+            return Err(candle_core::Error::Msg(format!(
+                "{op}: expected dy [{b}, {s}, {c}], got {:?}",
+                l2.dims()
+            )));
+        }
+        let mask = shape.mask(self.masked.then_some((s3, l3)), op)?;
+        let (qkv, dy) = (values(s1, l1, op)?, values(s2, l2, op)?);
+        let scale = 1.0 / (d as f32).sqrt();
+        let mut dqkv = vec![0f32; b * s * 3 * c];
+        dqkv.par_chunks_mut((s * 3 * c).max(1))
+            .enumerate()
+            .for_each(|(seq, dqkv)| {
+                let qkv = &qkv[seq * s * 3 * c..(seq + 1) * s * 3 * c];
+                let dy = &dy[seq * s * c..(seq + 1) * s * c];
+                let mask = mask.map(|m| &m[seq * s * s..(seq + 1) * s * s]);
+                let (mut a, mut dz) = (vec![0f32; s * s], vec![0f32; s * s]);
+                for head in 0..h {
+                    let (hq, hk, hv) = (head * d, c + head * d, 2 * c + head * d);
+                    weights(shape, qkv, mask, head, &mut a);
+                    let dyh = &dy[head * d..];
+                    // SAFETY: every matrix is addressed at rows < s and
+                    // columns < s (a, dz: s·s) or < d (a head's columns of the sequence's qkv,
+                    // dy or dqkv, at offsets ≤ 3C − d with row strides 3C or C, s rows).
+                    unsafe {
+                        // da = dy·vᵀ, dv = aᵀ·dy
+                        product(
+                            (s, s, d),
+                            &mut dz,
+                            s,
+                            (dyh, c, 1),
+                            (&qkv[hv..], 1, 3 * c),
+                            1.0,
+                        );
+                        product(
+                            (s, d, s),
+                            &mut dqkv[hv..],
+                            3 * c,
+                            (&a, 1, s),
+                            (dyh, c, 1),
+                            1.0,
+                        );
+                    }
+                    // dz = a ⊙ (da − Σ_row da ⊙ a), in place.
+                    fast_exp::vectorized(|| {
+                        for (dz, a) in dz.chunks_exact_mut(s).zip(a.chunks_exact(s)) {
+                            let dot = sum8(dz.iter().zip(a).map(|(&g, &a)| g * a));
+                            for (g, &a) in dz.iter_mut().zip(a) {
+                                *g = a * (*g - dot);
+                            }
+                        }
+                    });
+                    // SAFETY: as above.
+                    unsafe {
+                        // dq = dz·k/√d, dk = dzᵀ·q/√d
+                        let k = (&qkv[hk..], 3 * c, 1);
+                        product((s, d, s), &mut dqkv[hq..], 3 * c, (&dz, s, 1), k, scale);
+                        let q = (&qkv[hq..], 3 * c, 1);
+                        product((s, d, s), &mut dqkv[hk..], 3 * c, (&dz, 1, s), q, scale);
+                    }
+                }
+            });
+        Ok((CpuStorage::F32(dqkv), l1.shape().clone()))
     }
 }
 

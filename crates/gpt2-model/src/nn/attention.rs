@@ -9,6 +9,10 @@
 //! ```
 //! The mask is 0 where query `i` may see key `j` (`j` not in the future, and not left
 //! padding) and −∞ elsewhere.
+//!
+//! In training on the CPU (f32, no cache, no attention dropout), the lines from `split` to
+//! the merge of `a · v` run as one op whose backward pass is written by hand
+//! (`crate::cpu::train_ops::attention`), tested against the autograd of these ones.
 
 use candle_core::{Device, Tensor};
 
@@ -104,7 +108,15 @@ impl CausalSelfAttention {
         past: usize,
         mask: Option<&Tensor>,
     ) -> Result<Tensor> {
-        let (q, k, v) = self.split_qkv(&self.c_attn.forward(x)?)?; // 3 × [b, n_head, s, head_dim]
+        let qkv = self.c_attn.forward(x)?; // [b, s, 3·n_embd]
+                                           // Training on the CPU in f32: split, attention and merge as one op, forward and
+                                           // backward written by hand.
+        if kv.is_none() && qkv.track_op() {
+            if let Some(y) = cpu::train_ops::attention(&qkv, self.n_head, mask)? {
+                return self.c_proj.forward(&y);
+            }
+        }
+        let (q, k, v) = self.split_qkv(&qkv)?; // 3 × [b, n_head, s, head_dim]
         let (k, v) = match kv {
             Some(cache) => cache.append(&k, &v, past)?, // [b, n_head, past + s, head_dim]
             None => (k, v),
@@ -218,6 +230,77 @@ fn attend_with(
 mod tests {
     use super::*;
     use candle_core::DType;
+
+    /// softmax(q·kᵀ/√d + mask)·v from `qkv` `[b, s, 3C]` with plain candle ops (the
+    /// reference softmax), heads merged.
+    fn reference_attention(qkv: &Tensor, n_head: usize, mask: Option<&Tensor>) -> Result<Tensor> {
+        let (b, s, c3) = qkv.dims3()?;
+        let (c, d) = (c3 / 3, c3 / 3 / n_head);
+        let part = |i: usize| -> Result<Tensor> {
+            Ok(qkv
+                .narrow(2, i * c, c)?
+                .reshape((b, s, n_head, d))?
+                .transpose(1, 2)?
+                .contiguous()?)
+        };
+        let (q, k, v) = (part(0)?, part(1)?, part(2)?);
+        let z = (q.matmul(&k.t()?)? * (1.0 / (d as f64).sqrt()))?;
+        let z = match mask {
+            Some(m) => z.broadcast_add(m)?,
+            None => z,
+        };
+        let a = crate::nn::functional::reference::softmax(&z)?;
+        merge_heads(&a.matmul(&v)?)
+    }
+
+    /// The largest difference between `a` and `b`, relative to `b`'s largest magnitude.
+    fn rel_diff(a: &Tensor, b: &Tensor) -> Result<f32> {
+        let (a, b) = (
+            a.flatten_all()?.to_vec1::<f32>()?,
+            b.flatten_all()?.to_vec1::<f32>()?,
+        );
+        assert_eq!(a.len(), b.len());
+        let scale = b.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-30);
+        Ok(a.iter()
+            .zip(&b)
+            .fold(0f32, |m, (a, b)| m.max((a - b).abs()))
+            / scale)
+    }
+
+    #[test]
+    fn training_attention_matches_the_autograd_of_the_reference() -> Result<()> {
+        let dev = Device::Cpu;
+        // (b, s, heads, head_dim, left padding): a tiny case, and one of real-sized products.
+        for (b, s, h, d, pad) in [(2, 5, 2, 4, vec![0, 2]), (3, 70, 3, 16, vec![0, 0, 9])] {
+            let c = h * d;
+            let qkv =
+                candle_core::Var::from_tensor(&Tensor::randn(0f32, 1.0, (b, s, 3 * c), &dev)?)?;
+            let r = Tensor::randn(0f32, 1.0, (b, s, c), &dev)?;
+            let mask = causal_mask(&pad, 0, s, &dev)?;
+            for m in [Some(&mask), None] {
+                let run = |fused: bool| -> Result<(Tensor, Tensor)> {
+                    let y = match fused {
+                        true => cpu::train_ops::attention(qkv.as_tensor(), h, m)?.expect("applies"),
+                        false => reference_attention(qkv.as_tensor(), h, m)?,
+                    };
+                    let g = (&y * &r)?.sum_all()?.backward()?;
+                    Ok((
+                        y.detach(),
+                        g.get(qkv.as_tensor()).expect("a gradient").clone(),
+                    ))
+                };
+                let ((y, g), (y_ref, g_ref)) = (run(true)?, run(false)?);
+                assert!(rel_diff(&y, &y_ref)? < 1e-5, "y, b {b} s {s}");
+                assert!(rel_diff(&g, &g_ref)? < 1e-5, "d qkv, b {b} s {s}");
+            }
+        }
+        // Shapes it does not take are left to the reference path.
+        let qkv = Tensor::zeros((1, 4, 12), DType::F32, &dev)?;
+        assert!(cpu::train_ops::attention(&qkv, 5, None)?.is_none());
+        let short = causal_mask(&[0], 0, 3, &dev)?;
+        assert!(cpu::train_ops::attention(&qkv, 2, Some(&short))?.is_none());
+        Ok(())
+    }
 
     #[test]
     fn split_then_merge_heads_by_hand() -> Result<()> {
