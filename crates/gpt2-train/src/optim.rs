@@ -47,15 +47,19 @@ impl Moments {
 
 /// One AdamW update of `param` in place, torch's single-tensor implementation.
 /// `step` is the 1-based step count after this update; `decay` whether weight decay applies.
+/// `clip` is [`clip_factor`]'s factor when the gradients are clipped: each gradient value is
+/// multiplied by it (in f32) before use, the numbers `clip_grad_norm_`'s in-place scaling
+/// gives, without a scaled copy of the gradient.
 ///
 /// ```
 /// use gpt2_train::optim::{adamw_update, AdamWConfig, Moments};
 /// let cfg = AdamWConfig { beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: 0.0 };
 /// let (mut p, mut m) = (vec![1.0f32], Moments::zeros(1));
-/// adamw_update(&cfg, 0.1, 1, true, &mut p, &[0.5], &mut m);
+/// adamw_update(&cfg, 0.1, 1, true, &mut p, &[0.5], None, &mut m);
 /// // The first step moves by lr·sign(g) (bias correction makes m/√v = ±1).
 /// assert!((p[0] - 0.9).abs() < 1e-6);
 /// ```
+#[allow(clippy::too_many_arguments)]
 pub fn adamw_update(
     cfg: &AdamWConfig,
     lr: f64,
@@ -63,8 +67,11 @@ pub fn adamw_update(
     decay: bool,
     param: &mut [f32],
     grad: &[f32],
+    clip: Option<f32>,
     moments: &mut Moments,
 ) {
+    // × 1 is exact: no clipping leaves every gradient value as it is.
+    let clip = clip.unwrap_or(1.0);
     let decay_factor = if decay && cfg.weight_decay != 0.0 {
         Some((1.0 - lr * cfg.weight_decay) as f32)
     } else {
@@ -80,7 +87,7 @@ pub fn adamw_update(
     let eps = cfg.eps as f32;
     let update = |param: &mut [f32], grad: &[f32], m: &mut [f32], v: &mut [f32]| {
         for i in 0..param.len() {
-            let g = grad[i];
+            let g = grad[i] * clip;
             let mut p = param[i];
             if let Some(f) = decay_factor {
                 p *= f;
@@ -137,11 +144,4 @@ pub fn clip_factor(norm: f64, clip: f64) -> Option<f32> {
     }
     let coef = clip / (norm + 1e-6);
     (coef < 1.0).then_some(coef as f32)
-}
-
-/// Scales `grad` in place by `factor` (f32, as torch's `mul_`).
-pub fn scale(grad: &mut [f32], factor: f32) {
-    for g in grad {
-        *g *= factor;
-    }
 }

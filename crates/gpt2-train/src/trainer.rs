@@ -29,7 +29,7 @@ use crate::batches::{Batcher, Windows};
 use crate::checkpoint::{self, Checkpoint, SavedParam, TrainState};
 use crate::data::fingerprint;
 use crate::error::{Result, TrainError};
-use crate::optim::{adamw_update, clip_factor, global_norm, scale, Moments};
+use crate::optim::{adamw_update, clip_factor, global_norm, Moments};
 use crate::settings::Settings;
 
 /// Whether a weight takes weight decay: `wte`, `wpe` and the four `Conv1D` weights of each
@@ -89,6 +89,34 @@ fn sum_of_squares(g: &Tensor) -> Result<f64> {
         }
     }
     Ok(global_norm(&[&g.flatten_all()?.to_vec1::<f32>()?]).powi(2))
+}
+
+/// Runs `f` on the `n` f32 values of gradient `g`: read in place from its storage when it is
+/// a contiguous CPU f32 tensor (as candle's gradients are), copied otherwise, zeros for a
+/// weight that got no gradient (`None`).
+fn with_values<R>(g: Option<&Tensor>, n: usize, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
+    let Some(g) = g else {
+        return Ok(f(&vec![0.0; n]));
+    };
+    {
+        let (storage, layout) = g.storage_and_layout();
+        if let (Storage::Cpu(CpuStorage::F32(v)), Some((start, end))) =
+            (&*storage, layout.contiguous_offsets())
+        {
+            if let Some(v) = v.get(start..end).filter(|v| v.len() == n) {
+                return Ok(f(v));
+            }
+        }
+    }
+    let v = g.flatten_all()?.to_vec1::<f32>()?;
+    if v.len() != n {
+        return Err(candle_core::Error::Msg(format!(
+            "a gradient of {} values for a weight of {n}",
+            v.len()
+        ))
+        .into());
+    }
+    Ok(f(&v))
 }
 
 /// One weight under training.
@@ -335,18 +363,6 @@ impl Trainer {
                 }
             }
         }
-        // The gradients as f32 values, one weight at a time (zeros for one that got none).
-        let sizes: Vec<usize> = self
-            .params
-            .iter()
-            .map(|p| p.shape.iter().product())
-            .collect();
-        let values = |i: usize, a: &Option<Tensor>| -> Result<Vec<f32>> {
-            match a {
-                Some(g) => Ok(g.flatten_all()?.to_vec1::<f32>()?),
-                None => Ok(vec![0.0; sizes[i]]),
-            }
-        };
         let mut sum_sq = 0f64;
         for g in acc.iter().flatten() {
             sum_sq += sum_of_squares(g)?;
@@ -356,15 +372,12 @@ impl Trainer {
         let lr = self.settings.schedule().at(self.step);
         let adamw = self.settings.adamw();
         let t = self.step as u64 + 1;
-        for (i, (p, a)) in self.params.iter_mut().zip(acc.iter_mut()).enumerate() {
-            let mut g = values(i, a)?;
-            *a = None;
-            if let Some(f) = factor {
-                scale(&mut g, f);
-            }
+        for (p, a) in self.params.iter_mut().zip(acc.iter_mut()) {
             let mut w = p.var.as_tensor().flatten_all()?.to_vec1::<f32>()?;
-            adamw_update(&adamw, lr, t, p.decay, &mut w, &g, &mut p.moments);
-            drop(g);
+            // The gradient read in place (the clip factor goes into the update).
+            with_values(a.take().as_ref(), w.len(), |g| {
+                adamw_update(&adamw, lr, t, p.decay, &mut w, g, factor, &mut p.moments)
+            })?;
             p.var
                 .set(&Tensor::from_vec(w, p.shape.as_slice(), &Device::Cpu)?)?;
         }
