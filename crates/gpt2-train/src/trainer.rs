@@ -8,6 +8,7 @@
 //!     grads += ∇(loss_k / K)                        (the tied head's gradient adds into wte's)
 //! loss   = mean of the K loss_k
 //! norm   = ‖grads‖₂ over all weights;  grads ·= clip / (norm + 1e-6) if that is < 1
+//!          (the factor applied inside the update, to each gradient value as it is read)
 //! lr     = get_lr(s);  AdamW(lr) on every weight   (decay on wte, wpe and Conv1D weights)
 //! ```
 //!
@@ -15,7 +16,9 @@
 //! micro-step ([`Gpt2::forward_dropout`]).
 //!
 //! The model is a [`Gpt2`] built over candle [`Var`]s ([`Gpt2::from_tensors`]): the forward
-//! pass is the same layer code as inference, on its differentiable reference path.
+//! pass is the same layer code as inference, on its differentiable paths (on the CPU in f32,
+//! layer norm, GELU and attention are ops with hand-written backward passes; candle's
+//! autograd does the rest).
 
 use std::time::{Duration, Instant};
 
