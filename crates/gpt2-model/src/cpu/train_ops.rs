@@ -352,12 +352,23 @@ pub fn softmax(scores: &Tensor, mask: Option<&Tensor>) -> Result<Option<Tensor>>
     if !applies(scores) {
         return Ok(None);
     }
-    let op = Softmax { heads: h };
+    with_mask(scores, mask, [b, 1, s, l], Softmax { heads: h })
+}
+
+/// `op` on `x` alone, or on `x` and `mask` when the mask is a constant contiguous f32 CPU
+/// tensor of shape `dims`; `None` for any other mask.
+fn with_mask<O>(
+    x: &Tensor,
+    mask: Option<&Tensor>,
+    dims: [usize; 4],
+    op: O,
+) -> Result<Option<Tensor>>
+where
+    O: CustomOp1 + CustomOp2 + Send + Sync + 'static,
+{
     match mask {
-        None => Ok(Some(scores.apply_op1(op)?)),
-        Some(m) if applies(m) && !m.track_op() && m.dims() == [b, 1, s, l] => {
-            Ok(Some(scores.apply_op2(m, op)?))
-        }
+        None => Ok(Some(x.apply_op1(op)?)),
+        Some(m) if applies(m) && !m.track_op() && m.dims() == dims => Ok(Some(x.apply_op2(m, op)?)),
         Some(_) => Ok(None),
     }
 }
@@ -501,14 +512,7 @@ pub fn attention(qkv: &Tensor, n_head: usize, mask: Option<&Tensor>) -> Result<O
     if !fits || !applies(qkv) {
         return Ok(None);
     }
-    let op = Attention { n_head };
-    match mask {
-        None => Ok(Some(qkv.apply_op1(op)?)),
-        Some(m) if applies(m) && !m.track_op() && m.dims() == [b, 1, s, s] => {
-            Ok(Some(qkv.apply_op2(m, op)?))
-        }
-        Some(_) => Ok(None),
-    }
+    with_mask(qkv, mask, [b, 1, s, s], Attention { n_head })
 }
 
 /// [`attention`]'s op: `qkv` (and the mask) → `y`.

@@ -229,6 +229,7 @@ fn attend_with(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::nn::test_util::rel_diff;
     use candle_core::DType;
 
     /// softmax(q·kᵀ/√d + mask)·v from `qkv` `[b, s, 3C]` with plain candle ops (the
@@ -251,20 +252,6 @@ mod tests {
         };
         let a = crate::nn::functional::reference::softmax(&z)?;
         merge_heads(&a.matmul(&v)?)
-    }
-
-    /// The largest difference between `a` and `b`, relative to `b`'s largest magnitude.
-    fn rel_diff(a: &Tensor, b: &Tensor) -> Result<f32> {
-        let (a, b) = (
-            a.flatten_all()?.to_vec1::<f32>()?,
-            b.flatten_all()?.to_vec1::<f32>()?,
-        );
-        assert_eq!(a.len(), b.len());
-        let scale = b.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-30);
-        Ok(a.iter()
-            .zip(&b)
-            .fold(0f32, |m, (a, b)| m.max((a - b).abs()))
-            / scale)
     }
 
     #[test]

@@ -210,6 +210,7 @@ pub mod reference {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::nn::test_util::rel_diff;
     use candle_core::{Device, Var};
 
     fn max_diff(a: &Tensor, b: &Tensor) -> Result<f32> {
@@ -236,20 +237,6 @@ mod tests {
         let fused = layer_norm(&x, &w, &b, 1e-5)?;
         assert!(max_diff(&fused, &reference::layer_norm(&x, &w, &b, 1e-5)?)? < 1e-5);
         Ok(())
-    }
-
-    /// The largest difference between `a` and `b`, relative to `b`'s largest magnitude.
-    fn rel_diff(a: &Tensor, b: &Tensor) -> Result<f32> {
-        let (a, b) = (
-            a.flatten_all()?.to_vec1::<f32>()?,
-            b.flatten_all()?.to_vec1::<f32>()?,
-        );
-        assert_eq!(a.len(), b.len());
-        let scale = b.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-30);
-        Ok(a.iter()
-            .zip(&b)
-            .fold(0f32, |m, (a, b)| m.max((a - b).abs()))
-            / scale)
     }
 
     /// The values of `f(vars)` and the gradients of `Σ f(vars)·r` w.r.t. `vars`, for a fixed

@@ -55,3 +55,25 @@ pub(crate) fn push_params<'a>(
         }
     }
 }
+
+/// Helpers shared by the layers' tests.
+#[cfg(test)]
+pub(crate) mod test_util {
+    use candle_core::Tensor;
+
+    use crate::error::Result;
+
+    /// The largest difference between `a` and `b`, relative to `b`'s largest magnitude.
+    pub(crate) fn rel_diff(a: &Tensor, b: &Tensor) -> Result<f32> {
+        let (a, b) = (
+            a.flatten_all()?.to_vec1::<f32>()?,
+            b.flatten_all()?.to_vec1::<f32>()?,
+        );
+        assert_eq!(a.len(), b.len());
+        let scale = b.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-30);
+        Ok(a.iter()
+            .zip(&b)
+            .fold(0f32, |m, (a, b)| m.max((a - b).abs()))
+            / scale)
+    }
+}
