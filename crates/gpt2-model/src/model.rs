@@ -7,7 +7,7 @@ use gpt2_weights::Config;
 use crate::error::{ModelError, Result};
 use crate::load::{LoadOptions, Quantization};
 use crate::nn::attention::causal_mask;
-use crate::nn::functional::Dropout;
+use crate::nn::functional::{self, Dropout};
 use crate::nn::kv_cache::{CacheShape, LayerKv};
 use crate::nn::{Block, ContextOverflow, Embedding, KvCache, LayerNorm, Param};
 
@@ -87,17 +87,56 @@ impl Gpt2 {
     /// ```
     pub fn forward_dropout(&self, ids: &Tensor, dropout: &Dropout) -> Result<Tensor> {
         let rows = self.ids_from_tensor(ids)?;
+        let h = self.run_dropout(&rows, dropout)?;
+        self.head(&h, Logits::All)
+    }
+
+    /// Training's loss: the mean cross-entropy of `targets` (`batch·seq` ids, row-major: the
+    /// token that follows each position of `ids` `[batch, seq]`), differentiable for the
+    /// weights when they are candle `Var`s ([`Gpt2::from_tensors`]). With `dropout` (`p` >
+    /// 0), the pass of [`Gpt2::forward_dropout`]. The tied head and the loss are one op on the
+    /// CPU ([`functional::lm_head_cross_entropy`]).
+    ///
+    /// ```
+    /// use gpt2_model::{Gpt2, LoadOptions};
+    /// # fn main() -> Result<(), gpt2_model::ModelError> {
+    /// let config = gpt2_weights::Config { n_vocab: 50, n_ctx: 8, n_embd: 8, n_head: 2, n_layer: 1, layer_norm_epsilon: 1e-5 };
+    /// let model = Gpt2::random(&config, 1, &LoadOptions::default())?;
+    /// let ids = candle_core::Tensor::new(&[[1u32, 2, 3]], model.device())?;
+    /// let loss = model.loss(&ids, &[2, 3, 4], None)?.to_scalar::<f32>()?;
+    /// assert!(loss > 0.0 && loss.is_finite());
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// Bad ids, or `targets` not `batch·seq` ids below the vocabulary size.
+    pub fn loss(&self, ids: &Tensor, targets: &[u32], dropout: Option<&Dropout>) -> Result<Tensor> {
+        let rows = self.ids_from_tensor(ids)?;
+        let h = match dropout {
+            Some(d) if d.p > 0.0 => self.run_dropout(&rows, d)?,
+            _ => self.run(&rows, &vec![0; rows.len()], 0, None, None)?,
+        };
+        let (b, s, e) = h.dims3()?;
+        let x = self.ln_f.forward(&h.reshape((b * s, e))?)?; // [b·s, n_embd]
+        match self.wte.table() {
+            Some(wte) => functional::lm_head_cross_entropy(&x, wte, targets),
+            None => functional::reference::cross_entropy(&self.wte.logits(&x)?, targets),
+        }
+    }
+
+    /// The residual stream after the last block with dropout (see
+    /// [`Gpt2::forward_dropout`]), `[b, s, n_embd]`.
+    fn run_dropout(&self, rows: &[Vec<u32>], dropout: &Dropout) -> Result<Tensor> {
         let s = rows.first().map_or(0, Vec::len);
         let padding = vec![0; rows.len()];
-        let h = self.in_pool(|| {
-            let mut x = dropout.apply(&self.embed(&rows, &padding, 0)?, 0)?; // [b, s, n_embd]
+        self.in_pool(|| {
+            let mut x = dropout.apply(&self.embed(rows, &padding, 0)?, 0)?; // [b, s, n_embd]
             let mask = causal_mask(&padding, 0, s, &self.device)?;
             for (l, block) in self.h.iter().enumerate() {
                 x = block.forward_dropout(&x, Some(&mask), dropout, 1 + 3 * l as u64)?;
             }
             Ok(x)
-        })?;
-        self.head(&h, Logits::All)
+        })
     }
 
     /// Runs `f` on one of rayon's worker threads on the CPU (see [`Gpt2::run`]).

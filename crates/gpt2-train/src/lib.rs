@@ -10,7 +10,6 @@
 //! - [`data`]: text files (GPT-2's BPE, in parallel) or `.bin` token ids → one stream of ids;
 //! - [`batches`]: windows of `T + 1` tokens and the order micro-batches take them in;
 //! - [`schedule`]: nanoGPT's `get_lr`;
-//! - [`loss`]: the mean cross-entropy as one fused op (the vocabulary-sized tensors);
 //! - [`optim`]: AdamW and gradient clipping, as PyTorch computes them;
 //! - [`trainer`]: one optimizer step (micro-batches, gradient accumulation, clip, update);
 //! - [`checkpoint`]: model directories that also hold the optimizer state, for resuming;
@@ -39,7 +38,6 @@ pub mod checkpoint;
 pub mod data;
 pub mod error;
 pub mod init;
-pub mod loss;
 pub mod optim;
 pub mod schedule;
 pub mod settings;

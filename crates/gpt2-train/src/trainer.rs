@@ -290,12 +290,10 @@ impl Trainer {
         let (x, y) = windows.inputs_and_targets(rows);
         let (b, t) = (rows.len(), windows.seq_len());
         let ids = Tensor::from_vec(x, (b, t), &Device::Cpu)?;
-        let logits = match dropout {
-            Some(d) if d.p > 0.0 => model.forward_dropout(&ids, &d)?,
-            _ => model.forward(&ids)?,
-        }; // [b, t, n_vocab]
-        let logits = logits.reshape((b * t, self.config.n_vocab))?;
-        crate::loss::cross_entropy(&logits, &y)
+        // The tied head and the cross-entropy as one op (the logits' gradient written over
+        // the logits): gpt2-model's fused loss.
+        let dropout = dropout.filter(|d| d.p > 0.0);
+        Ok(model.loss(&ids, &y, dropout.as_ref())?)
     }
 
     /// The dropout of micro-step `micro` of the current step: its masks depend only on the

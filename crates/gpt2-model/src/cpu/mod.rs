@@ -1,7 +1,7 @@
 //! The CPU kernels, behind one boundary: the layers in [`crate::nn`] reach them only through
 //! [`Matrix`](matrix::Matrix) (every weight product), [`ops`] (the fast paths of GELU,
 //! the attention softmax and decode attention) and [`train_ops`] (GELU, layer norm,
-//! softmax and attention for training). Nothing here imports from `nn` or `model`.
+//! softmax, attention and the head's loss for training). Nothing here imports from `nn` or `model`.
 //!
 //! - [`matrix`]: `Matrix { Tensor, Mapped, Q8 }`, the one place that branches on storage;
 //! - [`gemm`]: the products behind it (decode kernels for a few rows, a gemm for more);
@@ -10,8 +10,8 @@
 //! - [`q8`]: Q8_0 blocks and their integer dot-product kernels;
 //! - [`q8_gemm`]: the integer product of many rows with Q8_0 blocks (a prefill's);
 //! - [`ops`]: the fast paths of the layers' ops;
-//! - [`train_ops`]: GELU, layer norm, the attention softmax and the attention core for
-//!   training, with hand-written backward passes;
+//! - [`train_ops`]: GELU, layer norm, the attention softmax, the attention core and the
+//!   tied head's cross-entropy for training, with hand-written backward passes;
 //! - [`team`]: spinning helper threads for the short parallel loops of a decode step;
 //! - [`fast_exp`]: a vectorizable `exp`;
 //! - [`finite`]: the NaN/inf scan of weights at load;

@@ -1,6 +1,7 @@
 //! The layers' ops for training, forward and backward written by hand, as llm.c writes each
-//! layer's: GELU, layer norm, the attention softmax and the whole attention core (split into
-//! heads, softmax(q·kᵀ/√d + mask)·v, merge) as candle custom ops.
+//! layer's: GELU, layer norm, the attention softmax, the whole attention core (split into
+//! heads, softmax(q·kᵀ/√d + mask)·v, merge) and the tied head with the cross-entropy, as
+//! candle custom ops.
 //!
 //! Their reference paths (`crate::nn::functional::reference` and the split/attend/merge of
 //! `crate::nn::attention`) are chains of plain candle ops: a layer norm is eight of them
@@ -14,6 +15,8 @@
 //! They apply to contiguous f32 CPU tensors that are part of a gradient graph; inference
 //! takes [`super::ops`] instead, and every other case the reference paths. Each is called
 //! from one place in `crate::nn` (`functional`, and `attention` for [`attention`]).
+
+use std::sync::{Arc, Mutex};
 
 use candle_core::{
     backend::BackendStorage, CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Shape,
@@ -816,6 +819,191 @@ impl CustomOp3 for AttentionBackward {
                 }
             });
         Ok((CpuStorage::F32(dqkv), l1.shape().clone()))
+    }
+}
+
+/// The mean cross-entropy of the tied head's logits `h·wteᵀ` against `targets`, the head and
+/// the loss as one op (llm.c's fused classifier): `h` `[N, C]` (after `ln_f`), `wte`
+/// `[V, C]`, `targets` `N` ids below `V` (checked by the caller) → a scalar.
+///
+/// The logits `[N, V]` (the largest tensor of a step: 412 MB for 2048 positions of GPT-2's
+/// vocabulary) are computed once and kept by the op; the backward pass turns them into their
+/// own gradient in place, `(softmax − onehot)·g/N`, and takes the two products `dh = dz·wte`
+/// and `dwte = dzᵀ·h` from it. The separate head and loss ops instead record a product and a
+/// transpose, and candle's autograd adds the logits' gradient into a zeroed tensor of the
+/// same size. `None` unless `h` and `wte` are contiguous f32 CPU tensors of matching widths.
+pub fn lm_head_cross_entropy(h: &Tensor, wte: &Tensor, targets: &[u32]) -> Result<Option<Tensor>> {
+    let ((n, c), (_, c2)) = (h.dims2()?, wte.dims2()?);
+    if c != c2 || targets.len() != n || !applies(h) || !applies(wte) {
+        return Ok(None);
+    }
+    let op = HeadLoss {
+        targets: Arc::new(targets.to_vec()),
+        logits: Arc::new(Mutex::new(None)),
+    };
+    Ok(Some(h.apply_op2(wte, op)?))
+}
+
+/// [`lm_head_cross_entropy`]'s op: `(h, wte)` → the mean loss.
+struct HeadLoss {
+    targets: Arc<Vec<u32>>,
+    /// The forward pass's logits and each row's log-sum-exp, for the backward pass.
+    logits: Arc<Mutex<Option<Logits>>>,
+}
+
+/// Logits `[N, V]` and each row's log-sum-exp `[N]`.
+type Logits = (Vec<f32>, Vec<f32>);
+
+/// `dst[r·dst_rs + c] = Σ_i a[r·a_rs + i·a_cs] · b[i·b_rs + c·b_cs]` for `r < m`, `c < n`,
+/// `i < k`, on rayon's threads.
+///
+/// # Safety
+/// As [`product`].
+unsafe fn product_parallel(
+    (m, n, k): (usize, usize, usize),
+    dst: &mut [f32],
+    (a, a_rs, a_cs): (&[f32], usize, usize),
+    (b, b_rs, b_cs): (&[f32], usize, usize),
+) {
+    let threads = rayon::current_num_threads().max(1);
+    // SAFETY: the caller's contract; `dst` is written through its own exclusive borrow.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            false,
+            a.as_ptr(),
+            a_cs as isize,
+            a_rs as isize,
+            b.as_ptr(),
+            b_cs as isize,
+            b_rs as isize,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::Rayon(threads),
+        );
+    }
+}
+
+/// `log Σ exp(x)` of one row, in f32 (the largest value taken out first).
+fn row_log_sum_exp(row: &[f32]) -> f32 {
+    fast_exp::vectorized(|| {
+        let max = row.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+        max + sum8(row.iter().map(|&x| fast_exp::exp_or_zero(x - max))).ln()
+    })
+}
+
+impl HeadLoss {
+    /// `(n, v, c)` of `h` `[n, c]` and `wte` `[v, c]`, checked with the targets.
+    fn dims(&self, l1: &Layout, l2: &Layout) -> candle_core::Result<(usize, usize, usize)> {
+        let ((n, c), (v, c2)) = (l1.shape().dims2()?, l2.shape().dims2()?);
+        let bad_target = self.targets.iter().find(|&&t| t as usize >= v);
+        if c != c2 || self.targets.len() != n || bad_target.is_some() {
+            return Err(candle_core::Error::Msg(format!(
+                "lm_head_cross_entropy: expected h [N, C], wte [V, C] and N targets below V, \
+                 got h [{n}, {c}], wte [{v}, {c2}], {} targets (largest {:?})",
+                self.targets.len(),
+                self.targets.iter().max()
+            )));
+        }
+        Ok((n, v, c))
+    }
+
+    /// The logits `h·wteᵀ` `[n, v]` and each row's log-sum-exp.
+    fn logits(
+        &self,
+        h: &[f32],
+        w: &[f32],
+        (n, v, c): (usize, usize, usize),
+    ) -> (Vec<f32>, Vec<f32>) {
+        let mut z = vec![0f32; n * v];
+        // SAFETY: z is n·v; h is n·c read at rows < n (stride c), columns < c; w is v·c read
+        // as its transpose [c, v] (row stride 1, column stride c).
+        unsafe { product_parallel((n, v, c), &mut z, (h, c, 1), (w, 1, c)) };
+        let lse = z.par_chunks(v.max(1)).map(row_log_sum_exp).collect();
+        (z, lse)
+    }
+}
+
+impl CustomOp2 for HeadLoss {
+    fn name(&self) -> &'static str {
+        "lm_head_cross_entropy"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let dims @ (n, v, _) = self.dims(l1, l2)?;
+        let (h, w) = (values(s1, l1, self.name())?, values(s2, l2, self.name())?);
+        let (z, lse) = self.logits(h, w, dims);
+        let sum: f64 = z
+            .chunks(v.max(1))
+            .zip(self.targets.iter().zip(&lse))
+            .map(|(row, (&t, &l))| (l - row[t as usize]) as f64)
+            .sum();
+        if let Ok(mut slot) = self.logits.lock() {
+            *slot = Some((z, lse));
+        }
+        let mean = (sum / n.max(1) as f64) as f32;
+        Ok((CpuStorage::F32(vec![mean]), Shape::from(())))
+    }
+
+    fn bwd(
+        &self,
+        h: &Tensor,
+        wte: &Tensor,
+        _: &Tensor,
+        g: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        let g = g.to_dtype(DType::F32)?.to_scalar::<f32>()?;
+        let (h_storage, l1) = h.storage_and_layout();
+        let (w_storage, l2) = wte.storage_and_layout();
+        let (candle_core::Storage::Cpu(hs), candle_core::Storage::Cpu(ws)) =
+            (&*h_storage, &*w_storage)
+        else {
+            candle_core::bail!("lm_head_cross_entropy: CPU tensors expected");
+        };
+        let dims @ (n, v, c) = self.dims(l1, l2)?;
+        let (h_v, w_v) = (values(hs, l1, self.name())?, values(ws, l2, self.name())?);
+        let saved = self.logits.lock().ok().and_then(|mut slot| slot.take());
+        let (mut dz, lse) = match saved {
+            Some((z, lse)) if z.len() == n * v && lse.len() == n => (z, lse),
+            _ => self.logits(h_v, w_v, dims),
+        };
+        // dz = (softmax − onehot)·g/N, over the logits in place.
+        let k = g / n.max(1) as f32;
+        dz.par_chunks_mut(v.max(1))
+            .zip(self.targets.par_iter().zip(lse.par_iter()))
+            .for_each(|(row, (&t, &lse))| {
+                fast_exp::vectorized(|| {
+                    for x in row.iter_mut() {
+                        *x = fast_exp::exp_or_zero(*x - lse) * k;
+                    }
+                });
+                row[t as usize] -= k;
+            });
+        let (mut dh, mut dw) = (vec![0f32; n * c], vec![0f32; v * c]);
+        // SAFETY: dh is n·c and dw v·c; dz (n·v) is read as [n, v] and as its transpose
+        // [v, n] (row stride 1, column stride v); w is v·c and h n·c, read row-major.
+        unsafe {
+            product_parallel((n, c, v), &mut dh, (&dz, v, 1), (w_v, c, 1));
+            product_parallel((v, c, n), &mut dw, (&dz, 1, v), (h_v, c, 1));
+        }
+        drop((h_storage, w_storage));
+        let dh = Tensor::from_vec(dh, (n, c), h.device())?;
+        let dw = Tensor::from_vec(dw, (v, c), wte.device())?;
+        Ok((Some(dh), Some(dw)))
     }
 }
 

@@ -62,6 +62,15 @@ impl Embedding {
         self.weight.matmul_t(h)
     }
 
+    /// The table as a tensor, when it is one (not values used in place from a file, nor
+    /// 8-bit blocks): what training differentiates.
+    pub(crate) fn table(&self) -> Option<&Tensor> {
+        match &self.weight {
+            Matrix::Tensor(t) => Some(t),
+            _ => None,
+        }
+    }
+
     /// The table.
     pub(crate) fn param(&self) -> Param<'_> {
         Param::Matrix(&self.weight)

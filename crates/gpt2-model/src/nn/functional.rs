@@ -102,6 +102,47 @@ pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Resul
     )?)
 }
 
+/// The mean cross-entropy of the tied head's logits `h · wteᵀ` against `targets`: training's
+/// loss. `h` `[N, C]` (after `ln_f`), `wte` `[V, C]`, `targets` `N` ids below `V` (the token
+/// after each position) → a scalar, differentiable for both `h` and `wte`.
+///
+/// Fast path (the CPU in f32): the head and the loss as one op whose backward pass writes the
+/// logits' gradient over the logits and takes both products from it, as llm.c's fused
+/// classifier does. Otherwise the logits, then candle's `log_softmax` and `nll`.
+///
+/// ```
+/// # fn main() -> Result<(), gpt2_model::ModelError> {
+/// use gpt2_model::nn::functional::lm_head_cross_entropy;
+/// use gpt2_model::{Device, Tensor};
+/// let h = Tensor::new(&[[1f32, 0.], [0., 0.]], &Device::Cpu)?; // [N 2, C 2]
+/// let wte = Tensor::new(&[[0f32, 0.], [0., 0.], [0., 0.]], &Device::Cpu)?; // [V 3, C 2]
+/// // All logits 0: each of the 3 tokens has probability 1/3.
+/// let loss = lm_head_cross_entropy(&h, &wte, &[2, 0])?.to_scalar::<f32>()?;
+/// assert!((loss - 3f32.ln()).abs() < 1e-6);
+/// # Ok(()) }
+/// ```
+///
+/// # Errors
+/// `h` and `wte` not 2-D of one width, `targets` not `N` long or an id not below `V`.
+pub fn lm_head_cross_entropy(h: &Tensor, wte: &Tensor, targets: &[u32]) -> Result<Tensor> {
+    let ((n, c), (v, c2)) = (h.dims2()?, wte.dims2()?);
+    if c != c2 || targets.len() != n || targets.iter().any(|&t| t as usize >= v) {
+        return Err(crate::ModelError::BadInput {
+            expected: "h [N, C], wte [V, C] and N target ids below V".into(),
+            found: format!(
+                "h [{n}, {c}], wte [{v}, {c2}], {} targets (largest {:?})",
+                targets.len(),
+                targets.iter().max()
+            ),
+        });
+    }
+    // Training on the CPU in f32: the head and the loss as one op.
+    if let Some(loss) = cpu::train_ops::lm_head_cross_entropy(h, wte, targets)? {
+        return Ok(loss);
+    }
+    reference::cross_entropy(&h.matmul(&wte.t()?)?, targets)
+}
+
 /// Dropout for training, where Hugging Face's GPT-2 applies it (the embeddings, the attention
 /// weights, and each sub-layer's output before its residual addition): every value is zeroed
 /// with probability `p` and the others scaled by `1/(1 − p)`. The masks are drawn from ChaCha8
@@ -179,6 +220,25 @@ pub mod reference {
     /// ```
     pub fn softmax(x: &Tensor) -> Result<Tensor> {
         Ok(candle_nn::ops::softmax(x, D::Minus1)?)
+    }
+
+    /// The mean cross-entropy of `logits` `[N, V]` against `targets` (`N` ids below `V`,
+    /// checked by the caller), f32, as candle's `log_softmax` and `nll`.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), gpt2_model::ModelError> {
+    /// use gpt2_model::{Device, Tensor};
+    /// let logits = Tensor::new(&[[0f32, 0.]], &Device::Cpu)?;
+    /// let loss = gpt2_model::nn::functional::reference::cross_entropy(&logits, &[1])?;
+    /// assert!((loss.to_scalar::<f32>()? - 2f32.ln()).abs() < 1e-6);
+    /// # Ok(()) }
+    /// ```
+    pub fn cross_entropy(logits: &Tensor, targets: &[u32]) -> Result<Tensor> {
+        let t = Tensor::new(targets, logits.device())?;
+        Ok(candle_nn::loss::cross_entropy(
+            &logits.to_dtype(DType::F32)?,
+            &t,
+        )?)
     }
 
     /// [`layer_norm`](super::layer_norm) from means, squares and divisions, in f32.
@@ -286,6 +346,25 @@ mod tests {
                 assert!(d < 1e-5, "gradient {i}, {rows}×{c}: {d}");
             }
         }
+
+        // The tied head and the cross-entropy, against the logits and candle's nll.
+        let h = Var::from_tensor(&Tensor::randn(0f32, 1.0, (7, 24), &dev)?)?;
+        let wte = Var::from_tensor(&Tensor::randn(0f32, 0.5, (50, 24), &dev)?)?;
+        let targets = [0u32, 49, 7, 7, 13, 21, 30];
+        let fused = lm_head_cross_entropy(h.as_tensor(), wte.as_tensor(), &targets)?;
+        let logits = h.as_tensor().matmul(&wte.as_tensor().t()?)?;
+        let plain = reference::cross_entropy(&logits, &targets)?;
+        assert!(rel_diff(&fused, &plain)? < 1e-6);
+        let (ga, gb) = ((fused * 0.5)?.backward()?, (plain * 0.5)?.backward()?);
+        for v in [&h, &wte] {
+            let (a, b) = (
+                ga.get(v).expect("a gradient"),
+                gb.get(v).expect("a gradient"),
+            );
+            assert!(rel_diff(a, b)? < 1e-5);
+        }
+        assert!(lm_head_cross_entropy(h.as_tensor(), wte.as_tensor(), &[50; 7]).is_err());
+        assert!(lm_head_cross_entropy(h.as_tensor(), wte.as_tensor(), &targets[..6]).is_err());
 
         // The attention softmax, with and without its mask.
         let mask = crate::nn::attention::causal_mask(&[0, 2], 0, 5, &dev)?;
