@@ -17,8 +17,8 @@
 //!
 //! The model is a [`Gpt2`] built over candle [`Var`]s ([`Gpt2::from_tensors`]): the forward
 //! pass is the same layer code as inference, on its differentiable paths (on the CPU in f32,
-//! layer norm, GELU and attention are ops with hand-written backward passes; candle's
-//! autograd does the rest).
+//! layer norm, GELU, attention and the head with the loss are ops with hand-written backward
+//! passes; candle's autograd does the rest).
 
 use std::time::{Duration, Instant};
 

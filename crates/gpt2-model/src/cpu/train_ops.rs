@@ -579,14 +579,44 @@ impl Heads {
 /// # Safety
 /// Every index addressed must lie within `dst`, `a` and `b`; the strides non-negative and
 /// the sizes within `isize`.
-#[allow(clippy::too_many_arguments)]
 unsafe fn product(
-    (m, n, k): (usize, usize, usize),
+    dims: (usize, usize, usize),
     dst: &mut [f32],
     dst_rs: usize,
+    a: (&[f32], usize, usize),
+    b: (&[f32], usize, usize),
+    alpha: f32,
+) {
+    // SAFETY: the caller's contract.
+    unsafe { product_with(dims, (dst, dst_rs), a, b, alpha, gemm::Parallelism::None) }
+}
+
+/// [`product`] with `alpha` 1 into a row-major `[m, n]` `dst`, on rayon's threads.
+///
+/// # Safety
+/// As [`product`].
+unsafe fn product_parallel(
+    dims: (usize, usize, usize),
+    dst: &mut [f32],
+    a: (&[f32], usize, usize),
+    b: (&[f32], usize, usize),
+) {
+    let parallel = gemm::Parallelism::Rayon(rayon::current_num_threads().max(1));
+    // SAFETY: the caller's contract.
+    unsafe { product_with(dims, (dst, dims.1), a, b, 1.0, parallel) }
+}
+
+/// [`product`] and [`product_parallel`]: the `gemm` crate's call.
+///
+/// # Safety
+/// As [`product`].
+unsafe fn product_with(
+    (m, n, k): (usize, usize, usize),
+    (dst, dst_rs): (&mut [f32], usize),
     (a, a_rs, a_cs): (&[f32], usize, usize),
     (b, b_rs, b_cs): (&[f32], usize, usize),
     alpha: f32,
+    parallelism: gemm::Parallelism,
 ) {
     // SAFETY: the caller's contract; `dst` is written through its own exclusive borrow.
     unsafe {
@@ -609,7 +639,7 @@ unsafe fn product(
             false,
             false,
             false,
-            gemm::Parallelism::None,
+            parallelism,
         );
     }
 }
@@ -853,44 +883,6 @@ struct HeadLoss {
 
 /// Logits `[N, V]` and each row's log-sum-exp `[N]`.
 type Logits = (Vec<f32>, Vec<f32>);
-
-/// `dst[r·dst_rs + c] = Σ_i a[r·a_rs + i·a_cs] · b[i·b_rs + c·b_cs]` for `r < m`, `c < n`,
-/// `i < k`, on rayon's threads.
-///
-/// # Safety
-/// As [`product`].
-unsafe fn product_parallel(
-    (m, n, k): (usize, usize, usize),
-    dst: &mut [f32],
-    (a, a_rs, a_cs): (&[f32], usize, usize),
-    (b, b_rs, b_cs): (&[f32], usize, usize),
-) {
-    let threads = rayon::current_num_threads().max(1);
-    // SAFETY: the caller's contract; `dst` is written through its own exclusive borrow.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            n as isize,
-            false,
-            a.as_ptr(),
-            a_cs as isize,
-            a_rs as isize,
-            b.as_ptr(),
-            b_cs as isize,
-            b_rs as isize,
-            0.0,
-            1.0,
-            false,
-            false,
-            false,
-            gemm::Parallelism::Rayon(threads),
-        );
-    }
-}
 
 /// `log Σ exp(x)` of one row, in f32 (the largest value taken out first).
 fn row_log_sum_exp(row: &[f32]) -> f32 {
