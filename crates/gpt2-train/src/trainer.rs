@@ -80,18 +80,10 @@ impl StepReport {
     }
 }
 
-/// `Σ g²` of a gradient (as [`global_norm`] squared), read in place from its storage when it
-/// is a contiguous CPU f32 tensor, as candle's gradients are: the norm needs no copy of them.
+/// `Σ g²` of a gradient (as [`global_norm`] squared), read in place (see [`with_values`]):
+/// the norm needs no copy of the gradients.
 fn sum_of_squares(g: &Tensor) -> Result<f64> {
-    {
-        let (storage, layout) = g.storage_and_layout();
-        if let (Storage::Cpu(CpuStorage::F32(v)), Some((start, end))) =
-            (&*storage, layout.contiguous_offsets())
-        {
-            return Ok(global_norm(&[&v[start..end]]).powi(2));
-        }
-    }
-    Ok(global_norm(&[&g.flatten_all()?.to_vec1::<f32>()?]).powi(2))
+    with_values(Some(g), g.elem_count(), |v| global_norm(&[v]).powi(2))
 }
 
 /// Runs `f` on the `n` f32 values of gradient `g`: read in place from its storage when it is

@@ -4,8 +4,9 @@
 //! candle custom ops.
 //!
 //! Their reference paths (`crate::nn::functional::reference` and the split/attend/merge of
-//! `crate::nn::attention`) are chains of plain candle ops: a layer norm is eight of them
-//! forward and some twenty backward, GELU's backward eleven, attention a dozen, and each
+//! `crate::nn::attention`) are chains of plain candle ops: a layer norm is about ten of them
+//! forward and more backward, GELU's backward several (with two `powf` and a `tanh` per
+//! value), attention over a dozen, and each
 //! allocates a tensor of the activations' size, records its own backward op and passes over
 //! memory once more. Here each op is one pass forward and one backward, in f32, with rows (or
 //! sequences) in parallel on rayon's threads, and candle's autograd calls the backward pass
@@ -25,7 +26,7 @@ use candle_core::{
 use rayon::prelude::*;
 
 use super::fast_exp::{self, exp_f32};
-use super::ops::{gelu_f32, softmax_row};
+use super::ops::{gelu_f32, log_sum_exp, softmax_row};
 use crate::error::Result;
 
 /// Rows per parallel task, and per partial sum of the layer norm's weight gradients: fixed,
@@ -504,8 +505,8 @@ impl CustomOp2 for SoftmaxBackward {
 /// copy for each of q, k, v), scaling, two batched products, the softmax and the merge of the
 /// heads, each a tensor and a recorded backward op (a narrow's backward pads its gradient
 /// with zeros to the full size). The attention weights are not kept: the backward pass
-/// recomputes them (two `s × s × d` products per head, ~5% of a block's arithmetic at
-/// s = 256), as flash attention does, which saves `b·n_head·s²` values per layer.
+/// recomputes them (one `s × s × d` product and a softmax per head: ~1% of a block's
+/// arithmetic forward and backward at the 124M shape and s = 256), as flash attention does, which saves `b·n_head·s²` values per layer.
 ///
 /// `None` unless `qkv` is a contiguous f32 CPU tensor of that shape and the mask (when given)
 /// one too, recording no backward op of its own.
@@ -884,14 +885,6 @@ struct HeadLoss {
 /// Logits `[N, V]` and each row's log-sum-exp `[N]`.
 type Logits = (Vec<f32>, Vec<f32>);
 
-/// `log Σ exp(x)` of one row, in f32 (the largest value taken out first).
-fn row_log_sum_exp(row: &[f32]) -> f32 {
-    fast_exp::vectorized(|| {
-        let max = row.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
-        max + sum8(row.iter().map(|&x| fast_exp::exp_or_zero(x - max))).ln()
-    })
-}
-
 impl HeadLoss {
     /// `(n, v, c)` of `h` `[n, c]` and `wte` `[v, c]`, checked with the targets.
     fn dims(&self, l1: &Layout, l2: &Layout) -> candle_core::Result<(usize, usize, usize)> {
@@ -919,7 +912,11 @@ impl HeadLoss {
         // SAFETY: z is n·v; h is n·c read at rows < n (stride c), columns < c; w is v·c read
         // as its transpose [c, v] (row stride 1, column stride c).
         unsafe { product_parallel((n, v, c), &mut z, (h, c, 1), (w, 1, c)) };
-        let lse = z.par_chunks(v.max(1)).map(row_log_sum_exp).collect();
+        // The sampler's normalizer: 16 f32 lanes per block, the blocks summed in f64.
+        let lse = z
+            .par_chunks(v.max(1))
+            .map(|row| log_sum_exp(row) as f32)
+            .collect();
         (z, lse)
     }
 }
